@@ -1,0 +1,52 @@
+"""distillkit: route what a small distilled model already knows to it; train it on the rest.
+
+    from openai import OpenAI
+    import distillkit
+
+    client = distillkit.wrap(OpenAI())     # same client back; nothing else changes
+
+Public API only; each name lives in the module that owns its concept.
+"""
+
+from distillkit.config import ENV, DistillConfig
+from distillkit.distiller import Distiller, default_distiller, set_default_distiller
+from distillkit.errors import (
+    ConfigError,
+    DistillkitError,
+    EmbedderMismatchError,
+    StoreError,
+    StoreLockedError,
+    TrainingError,
+)
+from distillkit.intercept import is_wrapped, unwrap, wrap
+from distillkit.providers import CompatibleServerProvider, LLMProvider, SameClientProvider
+from distillkit.router import RouteInfo, route_info
+from distillkit.scope import Options, distilled, scope
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENV",
+    "CompatibleServerProvider",
+    "ConfigError",
+    "DistillConfig",
+    "Distiller",
+    "DistillkitError",
+    "EmbedderMismatchError",
+    "LLMProvider",
+    "Options",
+    "RouteInfo",
+    "SameClientProvider",
+    "StoreError",
+    "StoreLockedError",
+    "TrainingError",
+    "__version__",
+    "default_distiller",
+    "distilled",
+    "is_wrapped",
+    "route_info",
+    "scope",
+    "set_default_distiller",
+    "unwrap",
+    "wrap",
+]

@@ -1,0 +1,221 @@
+"""Configuration: one frozen dataclass, read from the environment and a ``.env`` file.
+
+Every environment variable distillkit reads is a constant in ``ENV`` below; the README's
+configuration table is generated from the same names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from distillkit.errors import ConfigError
+
+__all__ = ["DEFAULT_BASE_MODEL", "EMBEDDERS", "ENV", "DistillConfig", "parse_duration"]
+
+#: Small model that OpenAI still fine-tunes and whose fine-tunes are not on the 2027-01-14
+#: retirement list (gpt-4o / 4o-mini / 4.1 / 4.1-mini are).
+DEFAULT_BASE_MODEL = "gpt-4.1-nano-2025-04-14"
+
+#: Built-in embedder names accepted by ``DISTILLKIT_EMBEDDER``. ``openai:<model>`` is also accepted.
+EMBEDDERS = ("wordllama", "minilm", "openai")
+
+TrainingMode = Literal["incremental", "full"]
+
+
+class ENV:
+    """Names of the environment variables distillkit reads (a public contract)."""
+
+    PATH = "DISTILLKIT_PATH"
+    THRESHOLD = "DISTILLKIT_THRESHOLD"
+    NAMESPACE = "DISTILLKIT_NAMESPACE"
+    EMBEDDER = "DISTILLKIT_EMBEDDER"
+    MIN_EXAMPLES = "DISTILLKIT_MIN_EXAMPLES"
+    BASE_MODEL = "DISTILLKIT_BASE_MODEL"
+    TRAIN_EVERY = "DISTILLKIT_TRAIN_EVERY"
+    TRAINING_MODE = "DISTILLKIT_TRAINING_MODE"
+    JOB_TIMEOUT = "DISTILLKIT_JOB_TIMEOUT"
+    DISTILLED_BASE_URL = "DISTILLKIT_DISTILLED_BASE_URL"
+    DISTILLED_API_KEY = "DISTILLKIT_DISTILLED_API_KEY"
+    ROUTE = "DISTILLKIT_ROUTE"
+    CAPTURE = "DISTILLKIT_CAPTURE"
+    QDRANT_URL = "QDRANT_URL"
+    QDRANT_API_KEY = "QDRANT_API_KEY"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: str | float, *, variable: str) -> float:
+    """Seconds from ``90``, ``"90"``, ``"90s"``, ``"15m"``, ``"1h"`` or ``"1d"``.
+
+    Raises:
+        ConfigError: for anything else, or a negative duration.
+    """
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ConfigError(
+                f"{variable}={value!r} is not a duration.",
+                variable=variable,
+                fix="Use seconds or a number with a unit: 30s, 15m, 1h, 1d.",
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0 or math.isnan(seconds):
+        raise ConfigError(f"{variable}={value!r} is negative.", variable=variable, fix="Use a duration >= 0.")
+    return seconds
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Everything a :class:`~distillkit.Distiller` needs to know, validated on construction.
+
+    Build it from the environment with :meth:`from_env`, or directly::
+
+        config = DistillConfig(path="/var/lib/myapp/distillkit", threshold=0.92)
+
+    Secrets (``distilled_api_key``, ``qdrant_api_key``) are kept out of ``repr``.
+    """
+
+    path: str = "./.distillkit"
+    threshold: float = 0.9
+    namespace: str = "default"
+    embedder: str = "wordllama"
+    min_examples: int = 50
+    base_model: str = DEFAULT_BASE_MODEL
+    train_every: float = 3600.0
+    training_mode: TrainingMode = "incremental"
+    job_timeout: float = 6 * 3600.0
+    distilled_base_url: str | None = None
+    distilled_api_key: str | None = field(default=None, repr=False)
+    route: bool = True
+    capture: bool = True
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = field(default=None, repr=False)
+    #: A new point whose nearest neighbour (same namespace and task) is at least this similar
+    #: only increments that neighbour's ``count``.
+    dedup_threshold: float = 0.99
+    capture_queue_size: int = 10_000
+    capture_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name, variable in (("threshold", ENV.THRESHOLD), ("dedup_threshold", None)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigError(
+                    f"{variable or name}={value!r} is outside [0, 1].",
+                    variable=variable or name,
+                    fix="Use a cosine similarity between 0 and 1, for example 0.9.",
+                )
+        if not (self.embedder in EMBEDDERS or self.embedder.startswith("openai:")):
+            raise ConfigError(
+                f"{ENV.EMBEDDER}={self.embedder!r} is not a known embedder.",
+                variable=ENV.EMBEDDER,
+                fix=f"Use one of {', '.join(EMBEDDERS)} or openai:<embedding model>.",
+            )
+        if not isinstance(self.min_examples, int) or self.min_examples < 10:
+            raise ConfigError(
+                f"{ENV.MIN_EXAMPLES}={self.min_examples!r} is below 10.",
+                variable=ENV.MIN_EXAMPLES,
+                fix="Use an integer >= 10 (OpenAI's minimum for a fine-tuning file).",
+            )
+        for name, variable in (("train_every", ENV.TRAIN_EVERY), ("job_timeout", ENV.JOB_TIMEOUT)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{variable}={value!r} is negative.", variable=variable, fix="Use a duration >= 0.")
+        if self.training_mode not in ("incremental", "full"):
+            raise ConfigError(
+                f"{ENV.TRAINING_MODE}={self.training_mode!r} is not a training mode.",
+                variable=ENV.TRAINING_MODE,
+                fix="Use incremental or full.",
+            )
+        if not self.namespace or not isinstance(self.namespace, str):
+            raise ConfigError(
+                f"{ENV.NAMESPACE}={self.namespace!r} is empty.",
+                variable=ENV.NAMESPACE,
+                fix="Use a non-empty name such as 'support'.",
+            )
+        for name in ("capture_queue_size", "capture_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.", variable=name)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        dotenv: str | os.PathLike[str] | bool = True,
+        **overrides: Any,
+    ) -> DistillConfig:
+        """Read the configuration from environment variables (names in :class:`ENV`).
+
+        Args:
+            environ: variables to read instead of ``os.environ`` (tests use this).
+            dotenv: load a ``.env`` file first (found from the working directory upwards), or the
+                given path; variables already set are never overridden. ``False`` skips it.
+            **overrides: field values that win over the environment.
+
+        Raises:
+            ConfigError: a value is invalid; the message names the variable and what it accepts.
+        """
+        if environ is None:
+            if dotenv:
+                from dotenv import find_dotenv, load_dotenv
+
+                load_dotenv(find_dotenv(usecwd=True) if dotenv is True else dotenv, override=False)
+            environ = os.environ
+        values: dict[str, Any] = {}
+        text = {
+            "path": ENV.PATH,
+            "namespace": ENV.NAMESPACE,
+            "embedder": ENV.EMBEDDER,
+            "base_model": ENV.BASE_MODEL,
+            "training_mode": ENV.TRAINING_MODE,
+            "distilled_base_url": ENV.DISTILLED_BASE_URL,
+            "distilled_api_key": ENV.DISTILLED_API_KEY,
+            "qdrant_url": ENV.QDRANT_URL,
+            "qdrant_api_key": ENV.QDRANT_API_KEY,
+        }
+        for name, variable in text.items():
+            if environ.get(variable):
+                values[name] = environ[variable].strip()
+        if environ.get(ENV.THRESHOLD):
+            values["threshold"] = _number(environ[ENV.THRESHOLD], ENV.THRESHOLD, float, "a number in [0, 1]")
+        if environ.get(ENV.MIN_EXAMPLES):
+            values["min_examples"] = _number(environ[ENV.MIN_EXAMPLES], ENV.MIN_EXAMPLES, int, "an integer >= 10")
+        for name, variable in (("train_every", ENV.TRAIN_EVERY), ("job_timeout", ENV.JOB_TIMEOUT)):
+            if environ.get(variable):
+                values[name] = parse_duration(environ[variable], variable=variable)
+        for name, variable in (("route", ENV.ROUTE), ("capture", ENV.CAPTURE)):
+            if environ.get(variable):
+                values[name] = _boolean(environ[variable], variable)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> DistillConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _number(raw: str, variable: str, kind: type, accepted: str) -> Any:
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{variable}={raw!r} is not a number.", variable=variable, fix=f"Use {accepted}.") from None
+
+
+def _boolean(raw: str, variable: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{variable}={raw!r} is not a boolean.", variable=variable, fix="Use true or false.")

@@ -1,0 +1,401 @@
+"""The :class:`Distiller`: owns configuration, store, embedder, router, capture and training.
+
+Every intercepted call comes here through :meth:`Distiller.handle` (sync) or
+:meth:`Distiller.ahandle` (async). Both run the same plain helpers and differ only where they
+await: prepare the request, decide, call the student or the teacher, hand back the response
+(a stream is proxied) and queue the teacher's answer for capture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from distillkit.capture import CaptureWriter
+from distillkit.config import DistillConfig
+from distillkit.embedders import Embedder, make_embedder
+from distillkit.errors import StoreError
+from distillkit.intercept import Intercepted
+from distillkit.providers import CompatibleServerProvider, LLMProvider, SameClientProvider
+from distillkit.records import Interaction, StreamAssembler, jsonable, request_params, response_message
+from distillkit.router import ModelRegistry, Request, RouteInfo, Router, attach
+from distillkit.stats import NamespaceStats, Stats
+from distillkit.store.base import EmbedderInfo, Point, Store
+from distillkit.streams import AsyncStreamProxy, StreamProxy
+
+__all__ = ["Distiller", "default_distiller", "set_default_distiller"]
+
+logger = logging.getLogger("distillkit")
+
+#: Hook names accepted by :meth:`Distiller.on`.
+EVENTS = ("decision", "capture", "drop")
+
+
+@dataclass
+class _Captured:
+    """What the request path hands the capture writer: cheap to make, finished off the hot path."""
+
+    request: Request
+    messages: list[Any]
+    message: dict[str, Any] | None
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+
+
+class Distiller:
+    """Routes intercepted calls, captures teacher answers and trains distilled models.
+
+    Most programs never build one: :func:`distillkit.wrap` uses :func:`default_distiller`,
+    configured from the environment. Build one to configure it in code or to keep several
+    apart::
+
+        distiller = Distiller(DistillConfig(path="/tmp/dk", threshold=0.92))
+        client = distillkit.wrap(OpenAI(), distiller)
+
+    Args:
+        config: settings; default :meth:`DistillConfig.from_env`.
+        store: a :class:`~distillkit.store.Store`; default: opened from the config on first use.
+        embedder: an :class:`~distillkit.embedders.Embedder`; default: ``config.embedder``.
+        llm_provider: where the distilled model is served; default: the caller's own client, or
+            ``config.distilled_base_url``.
+    """
+
+    def __init__(
+        self,
+        config: DistillConfig | None = None,
+        *,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        llm_provider: LLMProvider | None = None,
+    ) -> None:
+        self.config = config if config is not None else DistillConfig.from_env()
+        self._store = store
+        self._embedder = embedder
+        self._open_lock = threading.RLock()
+        self._store_retry_at = 0.0
+        if llm_provider is None:
+            llm_provider = (
+                CompatibleServerProvider(self.config.distilled_base_url, self.config.distilled_api_key)
+                if self.config.distilled_base_url
+                else SameClientProvider()
+            )
+        self.llm_provider = llm_provider
+        self._stats = Stats()
+        self._hooks: defaultdict[str, list[Callable[..., Any]]] = defaultdict(list)
+        self.registry = ModelRegistry(lambda: self.store)
+        self.router = Router(
+            lambda: self.store, lambda: self.embedder, self.registry, self._lookup_failed, self.config.threshold
+        )
+        self._writer: CaptureWriter[_Captured] = CaptureWriter(
+            self._write_batch,
+            max_queue=self.config.capture_queue_size,
+            batch_size=self.config.capture_batch_size,
+            on_drop=self._dropped,
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Distiller:
+        """A Distiller configured from the environment and ``.env`` (overrides win)."""
+        return cls(DistillConfig.from_env(**overrides))
+
+    def __repr__(self) -> str:
+        return f"Distiller({self.config!r})"
+
+    # --- components, opened on first use -----------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._open_lock:
+                if self._embedder is None:
+                    self._embedder = make_embedder(self.config.embedder)
+        return self._embedder
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use. Raises StoreError while it cannot be opened."""
+        if self._store is None:
+            with self._open_lock:
+                if self._store is None:
+                    if time.monotonic() < self._store_retry_at:
+                        raise StoreError("the store could not be opened recently; retrying soon")
+                    try:
+                        self._store = self._open_store()
+                    except StoreError:
+                        self._store_retry_at = time.monotonic() + 5.0
+                        raise
+        return self._store
+
+    def _open_store(self) -> Store:
+        embedder = self.embedder
+        info = EmbedderInfo(embedder.name, embedder.dim)
+        if self.config.qdrant_url:
+            from distillkit.store.server import ServerStore
+
+            return ServerStore(info, url=self.config.qdrant_url, api_key=self.config.qdrant_api_key)
+        from distillkit.store.edge import EdgeStore
+
+        return EdgeStore(self.config.path, info)
+
+    # --- hooks and visibility -----------------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Call ``callback`` on an event; a failing callback is logged, never raised.
+
+        Events: ``"decision"`` (a :class:`~distillkit.router.RouteInfo`, on the request path),
+        ``"capture"`` (an :class:`~distillkit.records.Interaction`, from the writer thread, once
+        stored), ``"drop"`` (the namespace and the reason, when a capture was lost).
+        """
+        if event not in EVENTS:
+            from distillkit.errors import ConfigError
+
+            raise ConfigError(f"Unknown event {event!r}.", variable="event", fix=f"Use one of {', '.join(EVENTS)}.")
+        self._hooks[event].append(callback)
+        return callback
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self._hooks.get(event, ()):
+            try:
+                callback(*args)
+            except Exception:
+                logger.warning("distillkit %r hook %r failed", event, callback, exc_info=True)
+
+    def stats(self, namespace: str | None = None) -> dict[str, NamespaceStats]:
+        """Counters since this Distiller started, by namespace (or only ``namespace``)."""
+        snapshot = self._stats.snapshot()
+        return {namespace: snapshot.get(namespace, NamespaceStats())} if namespace else snapshot
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued capture is stored. False if ``timeout`` ran out first."""
+        return self._writer.flush(timeout)
+
+    def close(self) -> None:
+        """Flush captures and release the store. The Distiller should not be used afterwards."""
+        self._writer.close()
+        if self._store is not None:
+            self._store.close()
+
+    # --- the request path ---------------------------------------------------------------------
+
+    def _prepare(self, call: Intercepted) -> Request:
+        options, config = call.options, self.config
+        headers = call.kwargs.get("extra_headers")
+        raw = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) else None
+        return Request(
+            kwargs=call.kwargs,
+            namespace=options.namespace or config.namespace,
+            threshold=options.threshold,
+            route=config.route if options.route is None else options.route,
+            capture=config.capture if options.capture is None else options.capture,
+            key=options.key,
+            raw=raw,
+        )
+
+    def handle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
+        """Answer one intercepted synchronous call (``create`` sends it to the teacher)."""
+        request = self._prepare(call)
+        info = self.router.decide(request)
+        if info.routed:
+            try:
+                result = self.llm_provider.create(call.client, self._student_kwargs(request))
+            except Exception as exc:
+                self._student_failed(request, exc)
+            else:
+                return self._deliver(request, result, student=True)
+        return self._deliver(request, create(**request.kwargs), student=False)
+
+    async def ahandle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
+        """Answer one intercepted asynchronous call; embedding and search run off the event loop."""
+        request = self._prepare(call)
+        if self.router.needs_lookup(request):
+            info = await asyncio.to_thread(self.router.decide, request)
+        else:
+            info = self.router.decide(request)
+        if info.routed:
+            try:
+                result = await self.llm_provider.acreate(call.client, self._student_kwargs(request))
+            except Exception as exc:
+                self._student_failed(request, exc)
+            else:
+                return self._deliver(request, result, student=True)
+        return self._deliver(request, await create(**request.kwargs), student=False)
+
+    def _student_kwargs(self, request: Request) -> dict[str, Any]:
+        assert request.info is not None and request.info.model is not None
+        return {**request.kwargs, "model": request.info.model}
+
+    def _student_failed(self, request: Request, exc: BaseException) -> None:
+        assert request.info is not None
+        logger.warning(
+            "distillkit: distilled model %s failed (%s); the teacher answers", request.info.model, _describe(exc)
+        )
+        self._stats.add(request.namespace, distilled_failures=1)
+        request.info = RouteInfo(
+            False,
+            request.namespace,
+            request.teacher_model,
+            f"distilled model failed: {_describe(exc)}",
+            request.info.similarity,
+            request.info.neighbour_id,
+            request.info.fingerprint,
+        )
+
+    def _lookup_failed(self, namespace: str, exc: BaseException) -> None:
+        logger.warning("distillkit: routing lookup failed (%s); the teacher answers", _describe(exc))
+        self._stats.add(namespace, store_errors=1)
+
+    def _deliver(self, request: Request, result: Any, *, student: bool) -> Any:
+        """Count, attach route info, proxy streams, queue captures; return what the caller gets."""
+        info = request.info
+        assert info is not None
+        self._stats.add(request.namespace, requests=1, **{"routed" if student else "teacher": 1})
+        if self._hooks.get("decision"):
+            self._emit("decision", info)
+        if request.raw in ("stream", "raw"):
+            return result  # a streamed raw response is read by the caller's own code: not captured
+        if request.stream and request.raw is None:
+            done = self._stream_done(request, student)
+            proxy_type = AsyncStreamProxy if hasattr(result, "__aiter__") else StreamProxy
+            return proxy_type(result, done, info)
+        attach(result, info)
+        if request.stream:
+            return result  # raw + stream: the caller parses the stream itself; not captured
+        completion = result.parse() if request.raw is not None else result  # parse() is cached
+        if completion is not result:
+            attach(completion, info)
+        message, finish_reason = response_message(completion)
+        usage = jsonable(getattr(completion, "usage", None))
+        self._finished(request, student, message, finish_reason, usage)
+        return result
+
+    def _stream_done(self, request: Request, student: bool) -> Callable[[StreamAssembler, bool], None]:
+        def done(assembler: StreamAssembler, completed: bool) -> None:
+            if completed:
+                self._finished(request, student, assembler.message(), assembler.finish_reason, assembler.usage)
+
+        return done
+
+    def _finished(
+        self,
+        request: Request,
+        student: bool,
+        message: dict[str, Any] | None,
+        finish_reason: str | None,
+        usage: dict[str, Any] | None,
+    ) -> None:
+        model = request.info.model if student and request.info else request.teacher_model
+        self._stats.add_usage(request.namespace, str(model), usage, request.teacher_model if student else None)
+        if student or not request.capture or message is None:
+            return
+        messages = request.kwargs.get("messages") or []
+        # Copy now: callers often append the answer to their own message list right after.
+        snapshot = [dict(m) if isinstance(m, dict) else m for m in messages]
+        self._writer.submit(_Captured(request, snapshot, message, finish_reason, usage))
+
+    # --- the capture writer (background thread) ---------------------------------------------
+
+    def _dropped(self, item: _Captured, reason: str) -> None:
+        self._stats.add(item.request.namespace, dropped=1)
+        self._emit("drop", item.request.namespace, reason)
+
+    def _write_batch(self, batch: Sequence[_Captured]) -> None:
+        interactions: list[Interaction] = []
+        for item in batch:
+            request = item.request
+            interaction = Interaction(
+                namespace=request.namespace,
+                fingerprint=request.fingerprint,
+                query=request.query,
+                messages=jsonable(item.messages),
+                params=request_params(request.kwargs),
+                response=item.message or {},
+                teacher_model=request.teacher_model,
+                finish_reason=item.finish_reason,
+                usage=item.usage,
+                vector=request.vector,
+            )
+            if interaction.trainable:
+                interactions.append(interaction)
+            else:
+                self._stats.add(request.namespace, skipped=1)
+        if not interactions:
+            return
+        missing = [i for i in interactions if i.vector is None]
+        if missing:
+            vectors = self.embedder.embed([i.query for i in missing])
+            for interaction, vector in zip(missing, vectors, strict=True):
+                interaction.vector = vector
+        self._store_interactions(interactions)
+
+    def _store_interactions(self, interactions: Sequence[Interaction]) -> None:
+        """Insert new points; a near-duplicate of a stored one only bumps that one's ``count``."""
+        import uuid
+
+        store = self.store
+        threshold = self.config.dedup_threshold
+        new_points: list[Point] = []
+        stored: list[Interaction] = []
+        new_vectors: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+        for interaction in interactions:
+            vector = np.asarray(interaction.vector, dtype=np.float32)
+            group = (interaction.namespace, interaction.fingerprint)
+            if any(float(vector @ other) >= threshold for other in new_vectors[group]):
+                self._stats.add(interaction.namespace, deduplicated=1)
+                continue
+            hits = store.search(
+                vector.tolist(), namespace=interaction.namespace, fingerprint=interaction.fingerprint, limit=1
+            )
+            if hits and hits[0].score >= threshold:
+                count = int(hits[0].payload.get("count") or 1) + 1
+                store.set_payload([hits[0].id], {"count": count})
+                self._stats.add(interaction.namespace, deduplicated=1)
+                continue
+            new_vectors[group].append(vector)
+            new_points.append(Point(str(uuid.uuid4()), interaction.payload(), vector.tolist()))
+            stored.append(interaction)
+        if new_points:
+            store.upsert(new_points)
+        for interaction in stored:
+            self._stats.add(interaction.namespace, captured=1)
+            self._emit("capture", interaction)
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__} {status}" if status else type(exc).__name__
+
+
+_default: Distiller | None = None
+_default_lock = threading.Lock()
+
+
+def default_distiller() -> Distiller:
+    """The process-wide Distiller that ``wrap()`` and scopes use unless given one.
+
+    Built on first use from :meth:`DistillConfig.from_env` (environment and ``.env``).
+    """
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Distiller(DistillConfig.from_env())
+    return _default
+
+
+def set_default_distiller(distiller: Distiller | None) -> Distiller | None:
+    """Replace the process-wide Distiller (None: build it from the environment again on next use).
+
+    Returns the previous one, which is not closed.
+    """
+    global _default
+    with _default_lock:
+        previous, _default = _default, distiller
+    return previous

@@ -1,0 +1,51 @@
+"""One exception hierarchy for everything distillkit itself raises.
+
+OpenAI's own exceptions are never wrapped: a caller sees exactly what the SDK raised.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DistillkitError",
+    "EmbedderMismatchError",
+    "StoreError",
+    "StoreLockedError",
+    "TrainingError",
+]
+
+
+class DistillkitError(Exception):
+    """Base class of every error distillkit raises.
+
+    Attributes:
+        fix: one sentence that says what to do about it, when there is one.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.fix = fix
+        super().__init__(f"{message} {fix}" if fix else message)
+
+
+class ConfigError(DistillkitError, ValueError):
+    """A configuration value is invalid. ``variable`` names the setting to change."""
+
+    def __init__(self, message: str, *, variable: str | None = None, fix: str | None = None) -> None:
+        self.variable = variable
+        super().__init__(message, fix=fix)
+
+
+class EmbedderMismatchError(ConfigError):
+    """The store was built with another embedder than the one configured now."""
+
+
+class StoreError(DistillkitError):
+    """The vector store failed or is unreachable."""
+
+
+class StoreLockedError(StoreError):
+    """The embedded store folder is already open in another process."""
+
+
+class TrainingError(DistillkitError):
+    """A fine-tuning provider could not build a dataset or run a job."""

@@ -1,0 +1,90 @@
+"""Extension points, named after the original project.
+
+- :class:`LLMProvider`: where the distilled model is served (the same OpenAI client by
+  default, or any OpenAI-compatible server: vLLM, Ollama, llama.cpp, a hosted service).
+- :class:`DatasetProvider` and :class:`FineTuningProvider`: see :mod:`distillkit.training`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from distillkit.intercept import internal_call
+
+__all__ = ["CompatibleServerProvider", "LLMProvider", "SameClientProvider"]
+
+
+class LLMProvider(ABC):
+    """Sends a request to the distilled model. Errors raised here make the teacher answer.
+
+    ``kwargs`` are the caller's request keywords with ``model`` replaced by the distilled
+    model's name; return exactly what ``client.chat.completions.create(**kwargs)`` returns
+    (a ``ChatCompletion``, a ``Stream``, or a raw response), so the caller cannot tell.
+    """
+
+    @abstractmethod
+    def create(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        """Synchronous call; ``client`` is the caller's own (sync) client."""
+
+    @abstractmethod
+    async def acreate(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        """Asynchronous call; ``client`` is the caller's own (async) client."""
+
+
+class SameClientProvider(LLMProvider):
+    """The distilled model is served where the teacher is: OpenAI fine-tunes."""
+
+    def create(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        with internal_call():
+            return client.chat.completions.create(**kwargs)
+
+    async def acreate(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        with internal_call():
+            return await client.chat.completions.create(**kwargs)
+
+
+class CompatibleServerProvider(LLMProvider):
+    """Any OpenAI-compatible server, from ``DISTILLKIT_DISTILLED_BASE_URL`` / ``_API_KEY``.
+
+    The SDK's retries are off (``max_retries=0``): when the student is down the teacher should
+    answer at once, not after back-off.
+
+    Args:
+        base_url: e.g. ``http://localhost:8000/v1`` for vLLM.
+        api_key: the server's key; many local servers accept any value.
+        timeout: seconds before giving up on the student and asking the teacher.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url
+        self._api_key = api_key or "not-needed"
+        self._timeout = timeout
+        self._sync: Any = None
+        self._async: Any = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"CompatibleServerProvider(base_url={self.base_url!r})"
+
+    def _client(self, asynchronous: bool) -> Any:
+        import openai
+
+        if asynchronous:
+            if self._async is None:
+                self._async = openai.AsyncOpenAI(
+                    base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self._timeout
+                )
+            return self._async
+        if self._sync is None:
+            self._sync = openai.OpenAI(
+                base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self._timeout
+            )
+        return self._sync
+
+    def create(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        with internal_call():
+            return self._client(False).chat.completions.create(**kwargs)
+
+    async def acreate(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        with internal_call():
+            return await self._client(True).chat.completions.create(**kwargs)
