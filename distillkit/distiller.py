@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from distillkit.router import ModelRegistry, Request, RouteInfo, Router, attach
 from distillkit.stats import NamespaceStats, Stats
 from distillkit.store.base import EmbedderInfo, Point, Store
 from distillkit.streams import AsyncStreamProxy, StreamProxy
+
+if TYPE_CHECKING:
+    from distillkit.training import DatasetProvider, FineTuningProvider, Trainer, TrainingRound, TrainingScheduler
 
 __all__ = ["Distiller", "default_distiller", "set_default_distiller"]
 
@@ -66,6 +69,11 @@ class Distiller:
         embedder: an :class:`~distillkit.embedders.Embedder`; default: ``config.embedder``.
         llm_provider: where the distilled model is served; default: the caller's own client, or
             ``config.distilled_base_url``.
+        dataset_provider: turns captured records into a training file; default: OpenAI's chat
+            fine-tuning JSONL.
+        fine_tuning_provider: starts and polls training jobs; default: OpenAI's fine-tuning API
+            through ``training_client`` (default ``openai.OpenAI()`` from the environment).
+        training_client: the OpenAI client the default fine-tuning provider uses.
     """
 
     def __init__(
@@ -75,6 +83,9 @@ class Distiller:
         store: Store | None = None,
         embedder: Embedder | None = None,
         llm_provider: LLMProvider | None = None,
+        dataset_provider: DatasetProvider | None = None,
+        fine_tuning_provider: FineTuningProvider | None = None,
+        training_client: Any = None,
     ) -> None:
         self.config = config if config is not None else DistillConfig.from_env()
         self._store = store
@@ -94,6 +105,11 @@ class Distiller:
         self.router = Router(
             lambda: self.store, lambda: self.embedder, self.registry, self._lookup_failed, self.config.threshold
         )
+        self._dataset_provider = dataset_provider
+        self._fine_tuning_provider = fine_tuning_provider
+        self._training_client = training_client
+        self._trainer: Trainer | None = None
+        self._scheduler: TrainingScheduler | None = None
         self._writer: CaptureWriter[_Captured] = CaptureWriter(
             self._write_batch,
             max_queue=self.config.capture_queue_size,
@@ -177,8 +193,63 @@ class Distiller:
         """Wait until every queued capture is stored. False if ``timeout`` ran out first."""
         return self._writer.flush(timeout)
 
+    # --- training ---------------------------------------------------------------------------
+
+    @property
+    def trainer(self) -> Trainer:
+        """The :class:`~distillkit.training.Trainer` (built on first use)."""
+        if self._trainer is None:
+            with self._open_lock:
+                if self._trainer is None:
+                    from distillkit.training import OpenAIDatasetProvider, OpenAIFineTuningProvider, Trainer
+
+                    dataset = self._dataset_provider or OpenAIDatasetProvider()
+                    fine_tuning = self._fine_tuning_provider or OpenAIFineTuningProvider(self._training_client)
+                    self._trainer = Trainer(
+                        store=lambda: self.store,
+                        registry=self.registry,
+                        config=self.config,
+                        dataset_provider=dataset,
+                        fine_tuning_provider=fine_tuning,
+                    )
+        return self._trainer
+
+    def start(self) -> None:
+        """Start the training scheduler thread: a round every ``config.train_every`` seconds."""
+        from distillkit.training import TrainingScheduler
+
+        with self._open_lock:
+            if self._scheduler is None or not self._scheduler.running:
+                self._scheduler = TrainingScheduler(self.trainer.tick, every_s=self.config.train_every)
+                self._scheduler.start()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop the scheduler thread (a round in progress finishes first). Idempotent."""
+        if self._scheduler is not None:
+            self._scheduler.stop(timeout)
+
+    def train_now(
+        self, namespace: str | None = None, *, wait: bool = False, timeout: float | None = None
+    ) -> list[TrainingRound]:
+        """Run a training round now: poll jobs in flight, start jobs where enough data waits.
+
+        Captures still queued are flushed first, so they take part.
+
+        Args:
+            namespace: only this namespace (default: every namespace with data).
+            wait: return only when the jobs started or polled here have ended and their points
+                are flipped (or ``timeout`` ran out).
+            timeout: seconds to wait at most, with ``wait``.
+        """
+        self.flush(timeout)
+        rounds = self.trainer.tick(namespace)
+        if wait:
+            rounds = self.trainer.wait(rounds, timeout=timeout)
+        return rounds
+
     def close(self) -> None:
-        """Flush captures and release the store. The Distiller should not be used afterwards."""
+        """Stop training, flush captures and release the store. Do not use the Distiller afterwards."""
+        self.stop()
         self._writer.close()
         if self._store is not None:
             self._store.close()
