@@ -25,3 +25,18 @@ class Captures:
     def flushed(self) -> list[Any]:
         assert self.distiller.flush(10)
         return self.items
+
+
+def train_by_hand(distiller: Distiller, namespace: str, model: str, simulator: Any) -> list[str]:
+    """Do what a successful training job does: flip the pending points and activate ``model``.
+
+    Returns the flipped ids. The simulator learns to serve ``model``.
+    """
+    from distillkit.router import ActiveModel
+
+    assert distiller.flush(10)
+    ids = [p.id for p in distiller.store.scroll(namespace=namespace, indexed=False)]
+    distiller.store.set_payload(ids, {"indexed": True, "distilled_model": model, "job_id": "by-hand"})
+    distiller.registry.activate(ActiveModel(namespace, model, trained_count=len(ids)))
+    simulator.add_model(model)
+    return ids

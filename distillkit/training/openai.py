@@ -1,0 +1,174 @@
+"""OpenAI's fine-tuning: the chat JSONL format and the files + fine-tuning jobs API.
+
+The reference providers. Any service that reads the same JSONL (most do) only needs its own
+:class:`~distillkit.training.FineTuningProvider`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from distillkit.intercept import internal_call
+from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
+
+__all__ = ["OpenAIDatasetProvider", "OpenAIFineTuningProvider"]
+
+#: Message keys OpenAI's fine-tuning format accepts; others (``refusal``, ``annotations``,
+#: ``audio``... as the SDK returns them in earlier assistant turns) would make the file invalid.
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "function_call", "weight")
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _tool_calls(calls: Any) -> list[dict[str, Any]]:
+    """Tool calls reduced to the fields of the training format."""
+    if not isinstance(calls, Sequence) or isinstance(calls, (str, bytes)):
+        raise ValueError("malformed tool calls")
+    out = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not function.get("name"):
+            raise ValueError("malformed tool calls")
+        arguments = function.get("arguments", "{}")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        entry: dict[str, Any] = {"type": call.get("type") or "function"}
+        if call.get("id"):
+            entry["id"] = call["id"]
+        entry["function"] = {"name": function["name"], "arguments": arguments}
+        out.append(entry)
+    return out
+
+
+def _message(message: Any) -> dict[str, Any]:
+    if not isinstance(message, Mapping) or message.get("role") not in _ROLES:
+        raise ValueError("malformed messages")
+    out = {k: message[k] for k in _MESSAGE_KEYS if message.get(k) is not None}
+    if out["role"] == "developer":
+        # The training format documents system, user, assistant and tool roles; for the chat
+        # models OpenAI fine-tunes, developer and system instructions mean the same thing.
+        out["role"] = "system"
+    if "tool_calls" in out:
+        out["tool_calls"] = _tool_calls(out["tool_calls"])
+    return out
+
+
+class OpenAIDatasetProvider(DatasetProvider):
+    """OpenAI's chat fine-tuning JSONL: one ``{"messages": [...], "tools": [...]}`` per line.
+
+    The request's messages are kept whole (system and developer instructions included, the
+    latter as ``system``), the teacher's answer is the final assistant turn (tool calls
+    included), and ``tools`` / ``functions`` / ``parallel_tool_calls`` are copied when the request
+    had them, so the student learns to call the same tools.
+
+    Records are dropped (and counted) when the answer is empty or a refusal, or the messages
+    are missing or malformed.
+    """
+
+    def example(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        messages = record.get("messages")
+        if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
+            raise ValueError("no messages")
+        out = [_message(m) for m in messages]
+        response = record.get("response")
+        if not isinstance(response, Mapping):
+            raise ValueError("no response")
+        answer: dict[str, Any] = {"role": "assistant"}
+        content = response.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ValueError("malformed response")
+        if content:
+            answer["content"] = content
+        if response.get("tool_calls"):
+            answer["tool_calls"] = _tool_calls(response["tool_calls"])
+        if len(answer) == 1:
+            raise ValueError("refusal" if response.get("refusal") else "empty response")
+        out.append(answer)
+        example: dict[str, Any] = {"messages": out}
+        params = record.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ValueError("malformed params")
+        if params.get("tools"):
+            example["tools"] = list(params["tools"])
+            if isinstance(params.get("parallel_tool_calls"), bool):
+                example["parallel_tool_calls"] = params["parallel_tool_calls"]
+        if params.get("functions"):
+            example["functions"] = list(params["functions"])
+        return example
+
+    def encode(self, examples: Sequence[Mapping[str, Any]]) -> bytes:
+        lines = (json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in examples)
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+class OpenAIFineTuningProvider(FineTuningProvider):
+    """OpenAI's fine-tuning jobs (or any server that speaks that API, like the test simulator).
+
+    Args:
+        client: an ``openai.OpenAI`` client; default: ``openai.OpenAI()`` built from the
+            environment on first use (never on construction, so importing and configuring
+            distillkit makes no client).
+
+    Example:
+        >>> provider = OpenAIFineTuningProvider(OpenAI())  # doctest: +SKIP
+        >>> job_id = provider.start(data, base_model="gpt-4.1-nano-2025-04-14", namespace="support")  # doctest: +SKIP
+    """
+
+    name = "openai"
+
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The OpenAI client (built on first use when none was given)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import openai
+
+                    self._client = openai.OpenAI()
+        return self._client
+
+    def start(self, training_file: bytes, *, base_model: str, namespace: str, suffix: str | None = None) -> str:
+        client = self.client
+        with internal_call():
+            uploaded = client.files.create(file=("train.jsonl", training_file), purpose="fine-tune")
+            job = client.fine_tuning.jobs.create(
+                training_file=uploaded.id,
+                model=base_model,
+                metadata={"distillkit_namespace": namespace[:512]},
+                **({"suffix": suffix} if suffix else {}),
+            )
+        return str(job.id)
+
+    def poll(self, job_id: str) -> JobStatus:
+        client = self.client
+        with internal_call():
+            job = client.fine_tuning.jobs.retrieve(job_id)
+            progress = self._latest_event(job_id)
+        error = None
+        if job.error is not None and (job.error.message or job.error.code):
+            error = f"{job.error.code}: {job.error.message}" if job.error.code else str(job.error.message)
+        return JobStatus(
+            status=job.status,
+            model=job.fine_tuned_model,
+            error=error,
+            trained_tokens=job.trained_tokens,
+            progress=progress,
+        )
+
+    def _latest_event(self, job_id: str) -> str | None:
+        """The newest event's message; progress is a nicety, so failing to read it is not an error."""
+        try:
+            page = self.client.fine_tuning.jobs.list_events(job_id, limit=1)
+        except Exception:
+            return None
+        return str(page.data[0].message) if page.data else None
+
+    def cancel(self, job_id: str) -> None:
+        with internal_call():
+            self.client.fine_tuning.jobs.cancel(job_id)
