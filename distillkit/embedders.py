@@ -39,6 +39,24 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms == 0, 1.0, norms)
 
 
+def _import_quietly(name: str) -> Any:
+    """Import a module that calls ``logging.basicConfig`` at import time, undoing that.
+
+    wordllama 0.4 configures the root logger (level INFO, a stderr handler) when imported,
+    which would make every HTTP request of the host program print a line.
+    """
+    import importlib
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return importlib.import_module(name)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 class WordLlamaEmbedder:
     """WordLlama (``l2_supercat``), loaded from the weights its package ships: no network.
 
@@ -47,8 +65,8 @@ class WordLlamaEmbedder:
     """
 
     def __init__(self, dim: int = 256) -> None:
-        import wordllama
-        from wordllama import WordLlama
+        wordllama = _import_quietly("wordllama")
+        WordLlama = wordllama.WordLlama  # noqa: N806
 
         # wordllama looks for its tokenizer in the wrong folder unless told where it lives
         # (DESIGN.md, "Facts measured").

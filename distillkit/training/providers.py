@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["TERMINAL_STATUSES", "Dataset", "DatasetProvider", "FineTuningProvider", "JobStatus", "JobState"]
+__all__ = ["TERMINAL_STATUSES", "Dataset", "DatasetProvider", "FineTuningProvider", "JobState", "JobStatus"]
 
 #: A job's state, with OpenAI's names (other providers translate theirs to these).
 JobState = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]

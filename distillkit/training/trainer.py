@@ -1,0 +1,525 @@
+"""Training rounds: collect new captures, start a fine-tuning job, poll it, flip exactly its points.
+
+State lives in the store, never only in memory, so that a restarted process (or another one
+sharing a server store) carries on where this one stopped:
+
+* ``job`` records, keyed by namespace: the job in flight and the ids of the points it trains on.
+  At most one per namespace; starting one happens under the store's ``train:<namespace>`` lease.
+* ``job_history`` records, keyed by job id: every ended job, with its outcome.
+* ``model`` records (:class:`~distillkit.router.ModelRegistry`): the namespace's active model.
+
+A point becomes ``indexed=True`` only after the job that trained on exactly that point
+succeeded (DESIGN.md, rule 4): the ids are snapshotted when the job starts, and only those are
+flipped; points captured meanwhile wait for the next round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from distillkit.router import ActiveModel, ModelRegistry
+from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
+
+if TYPE_CHECKING:
+    from distillkit.config import DistillConfig
+    from distillkit.store.base import Store
+
+__all__ = ["HISTORY_KIND", "JOB_KIND", "RoundStatus", "Trainer", "TrainingRound"]
+
+logger = logging.getLogger("distillkit")
+
+#: Record kind of the job in flight, keyed by namespace.
+JOB_KIND = "job"
+#: Record kind of ended jobs, keyed by job id.
+HISTORY_KIND = "job_history"
+
+RoundStatus = Literal["skipped", "started", "running", "succeeded", "failed", "cancelled", "error"]
+
+_IN_FLIGHT = frozenset({"started", "running"})
+_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+_OUTCOME_STATUS: dict[str, RoundStatus] = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "timed_out": "failed",
+    "cancelled": "cancelled",
+}
+
+
+@dataclass(frozen=True)
+class TrainingRound:
+    """What one training round did for one namespace.
+
+    Attributes:
+        namespace: the namespace.
+        status: ``skipped`` (not enough new data, or another process is starting a job),
+            ``started`` (a job was started now), ``running`` (a job is in flight),
+            ``succeeded`` / ``failed`` / ``cancelled`` (the job ended; on success its points are
+            flipped and its model is active), ``error`` (the store or the provider failed; see
+            ``reason``).
+        job_id: the job's id, when there is one.
+        model: the distilled model, once the job succeeded.
+        examples: training examples in the job's file.
+        dropped: captured records that could not be trained on.
+        reason: why it was skipped, failed or errored; the latest progress while running.
+        base_model: the model the job trains from.
+    """
+
+    namespace: str
+    status: RoundStatus
+    job_id: str | None = None
+    model: str | None = None
+    examples: int = 0
+    dropped: int = 0
+    reason: str | None = None
+    base_model: str | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        """True while the round's job has not ended."""
+        return self.status in _IN_FLIGHT and self.job_id is not None
+
+
+class Trainer:
+    """Runs training rounds for every namespace of a store.
+
+    Most programs use it through :class:`~distillkit.Distiller` (``train_now()``, ``start()``);
+    the ``distillkit train`` command runs it as a worker.
+
+    Args:
+        store: returns the store (called on each use, so a store opened lazily works).
+        registry: the namespace → active model registry, updated when a job succeeds.
+        config: ``min_examples``, ``base_model``, ``training_mode`` and ``job_timeout`` apply.
+        dataset_provider: turns captured records into a training file.
+        fine_tuning_provider: starts and polls jobs.
+        owner: this trainer's name in the store's leases; default: host, process id and a
+            random part, unique per trainer.
+
+    Example:
+        >>> rounds = trainer.tick()  # doctest: +SKIP
+        >>> rounds = trainer.wait(rounds, timeout=3600)  # doctest: +SKIP
+    """
+
+    #: Seconds a ``train:<namespace>`` lease lasts: long enough to upload a file and create a
+    #: job; a crashed holder blocks other processes for at most this long.
+    LOCK_TTL_S = 300.0
+    #: Points flipped per store call.
+    FLIP_BATCH = 1000
+
+    def __init__(
+        self,
+        *,
+        store: Callable[[], Store],
+        registry: ModelRegistry,
+        config: DistillConfig,
+        dataset_provider: DatasetProvider,
+        fine_tuning_provider: FineTuningProvider,
+        owner: str | None = None,
+    ) -> None:
+        self._store = store
+        self.registry = registry
+        self.config = config
+        self.dataset_provider = dataset_provider
+        self.fine_tuning_provider = fine_tuning_provider
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Store leases keep other processes out; this keeps this trainer's own threads (the
+        # scheduler and a train_now() call) from interleaving, since they share one owner name.
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"Trainer(owner={self.owner!r}, provider={self.fine_tuning_provider.name!r})"
+
+    # --- rounds ---------------------------------------------------------------------------
+
+    def tick(self, namespace: str | None = None) -> list[TrainingRound]:
+        """Run one round: poll the jobs in flight, start jobs where enough new data waits.
+
+        Never raises for a failing store or provider: the failure is logged on the
+        ``distillkit`` logger and reported as a round with status ``error``, and the other
+        namespaces proceed.
+
+        Args:
+            namespace: only this namespace (default: every namespace with new data or a job).
+
+        Returns:
+            One round per namespace considered.
+        """
+        with self._lock:
+            try:
+                store = self._store()
+                namespaces = [namespace] if namespace is not None else self._namespaces(store)
+            except Exception as exc:
+                return [self._failed(namespace or "*", "list namespaces", exc)]
+            rounds = []
+            for ns in namespaces:
+                try:
+                    rounds.append(self._round(store, ns))
+                except Exception as exc:
+                    rounds.append(self._failed(ns, "run a training round", exc))
+            return rounds
+
+    def poll(self, namespace: str | None = None) -> list[TrainingRound]:
+        """Poll the jobs in flight (and finish the ended ones) without starting new jobs.
+
+        Cheap enough to run much more often than :meth:`tick`.
+        """
+        with self._lock:
+            try:
+                store = self._store()
+                records = store.list_records(JOB_KIND)
+            except Exception as exc:
+                return [self._failed(namespace or "*", "list jobs", exc)]
+            rounds = []
+            for ns, record in sorted(records.items()):
+                if namespace is not None and ns != namespace:
+                    continue
+                try:
+                    rounds.append(self._poll(store, ns, record))
+                except Exception as exc:
+                    rounds.append(self._failed(ns, "poll a job", exc, job_id=record.get("job_id")))
+            return rounds
+
+    def wait(self, rounds: Sequence[TrainingRound], timeout: float | None = None) -> list[TrainingRound]:
+        """Poll until every job of ``rounds`` has ended and been finished, or ``timeout`` runs out.
+
+        Starts no new job. Sleeps between polls grow from 0.05 s to 2 s.
+
+        Args:
+            rounds: what :meth:`tick` returned; rounds without a job in flight pass through.
+            timeout: seconds to wait at most (None: until the jobs end).
+
+        Returns:
+            The rounds, those of the jobs waited for replaced by their latest state.
+        """
+        results = list(rounds)
+        waiting = {i: r for i, r in enumerate(results) if r.in_flight}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while waiting:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                time.sleep(min(delay, remaining))
+            else:
+                time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            for i, original in list(waiting.items()):
+                assert original.job_id is not None
+                latest = self._follow(original.namespace, original.job_id)
+                results[i] = latest
+                if latest.status in _ENDED:
+                    del waiting[i]
+        return results
+
+    # --- what the CLI shows -----------------------------------------------------------------
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """The jobs in flight, by namespace (their records, as stored)."""
+        return self._store().list_records(JOB_KIND)
+
+    def history(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Ended jobs (oldest first), of every namespace or only ``namespace``."""
+        entries = [
+            {"job_id": job_id, **record}
+            for job_id, record in self._store().list_records(HISTORY_KIND).items()
+            if namespace is None or record.get("namespace") == namespace
+        ]
+        return sorted(entries, key=lambda r: float(r.get("finished_at") or 0.0))
+
+    def export(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """The training examples of every stored point (trained or not), as the dataset provider makes them.
+
+        Records the provider cannot use are left out.
+        """
+        batch: list[dict[str, Any]] = []
+        for point in self._store().scroll(namespace=namespace):
+            batch.append(point.payload)
+            if len(batch) >= 256:
+                yield from self.dataset_provider.build(batch).examples
+                batch = []
+        if batch:
+            yield from self.dataset_provider.build(batch).examples
+
+    # --- one namespace ------------------------------------------------------------------------
+
+    def _namespaces(self, store: Store) -> list[str]:
+        """Namespaces with a job in flight or with points not yet trained on."""
+        found = set(store.list_records(JOB_KIND))
+        for point in store.scroll(indexed=False):
+            ns = point.payload.get("namespace")
+            if isinstance(ns, str) and ns:
+                found.add(ns)
+        return sorted(found)
+
+    def _round(self, store: Store, ns: str) -> TrainingRound:
+        record = store.get_record(JOB_KIND, ns)
+        if record is not None:
+            return self._poll(store, ns, record)
+        needed = self.config.min_examples
+        pending = store.count(namespace=ns, indexed=False)
+        if pending < needed:
+            return TrainingRound(ns, "skipped", reason=f"{pending} new examples, {needed} needed")
+        with self._lease(store, ns) as held:
+            if not held:
+                return TrainingRound(ns, "skipped", reason="another process is starting a job for this namespace")
+            # Another process may have started (or finished) a job between our read and the lease.
+            record = store.get_record(JOB_KIND, ns)
+            if record is not None:
+                return self._poll(store, ns, record, held=True)
+            return self._start(store, ns)
+
+    def _start(self, store: Store, ns: str) -> TrainingRound:
+        config = self.config
+        incremental = config.training_mode == "incremental"
+        active = self._active(store, ns)
+        base_model = active.model if incremental and active is not None else config.base_model
+        # Read after taking the lease: a snapshot taken earlier could hold points that a job
+        # finished meanwhile already trained on.
+        pending = list(store.scroll(namespace=ns, indexed=False))
+        if len(pending) < config.min_examples:
+            return TrainingRound(ns, "skipped", reason=f"{len(pending)} new examples, {config.min_examples} needed")
+        points = pending if incremental else list(store.scroll(namespace=ns))
+        dataset = self.dataset_provider.build([p.payload for p in points])
+        if dataset.dropped:
+            logger.info(
+                "distillkit: %s: %d record(s) dropped from training: %s", ns, dataset.dropped, dataset.drop_reasons
+            )
+        if len(dataset.examples) < config.min_examples:
+            return TrainingRound(
+                ns,
+                "skipped",
+                examples=len(dataset.examples),
+                dropped=dataset.dropped,
+                reason=f"{len(dataset.examples)} usable examples, {config.min_examples} needed",
+            )
+        point_ids = [points[i].id for i in dataset.kept]
+        provider = self.fine_tuning_provider
+        job_id = provider.start(dataset.data, base_model=base_model, namespace=ns, suffix=_suffix(ns))
+        record = {
+            "job_id": job_id,
+            "namespace": ns,
+            "point_ids": point_ids,
+            "provider": provider.name,
+            "base_model": base_model,
+            "mode": config.training_mode,
+            "status": "started",
+            "started_at": time.time(),
+            "examples": len(dataset.examples),
+            "dropped": dataset.dropped,
+            "drop_reasons": dataset.drop_reasons,
+            "owner": self.owner,
+        }
+        try:
+            store.put_record(JOB_KIND, ns, record)
+        except Exception:
+            # A job without its record would be forgotten and its data trained on again: stop it.
+            with contextlib.suppress(Exception):
+                provider.cancel(job_id)
+            raise
+        logger.info(
+            "distillkit: %s: started %s job %s on %d examples from %s",
+            ns,
+            provider.name,
+            job_id,
+            len(point_ids),
+            base_model,
+        )
+        return TrainingRound(
+            ns, "started", job_id, examples=len(point_ids), dropped=dataset.dropped, base_model=base_model
+        )
+
+    def _poll(self, store: Store, ns: str, record: Mapping[str, Any], *, held: bool = False) -> TrainingRound:
+        job_id = str(record["job_id"])
+        provider = self.fine_tuning_provider
+        if record.get("provider", provider.name) != provider.name:
+            return TrainingRound(
+                ns,
+                "error",
+                job_id,
+                reason=f"job {job_id} was started by the {record.get('provider')!r} provider, "
+                f"this trainer uses {provider.name!r}",
+            )
+        status = provider.poll(job_id)
+        outcome: str | None = None
+        if not status.done:
+            age = time.time() - float(record.get("started_at") or 0.0)
+            if age <= self.config.job_timeout:
+                if status.status != record.get("status"):
+                    self._update_status(store, ns, job_id, status.status, held)
+                return self._running(ns, record, status)
+            status, outcome = self._time_out(job_id, age)
+        if status.succeeded and not status.model:
+            status = replace(status, status="failed", error="the job succeeded without a model")
+        return self._finish(store, ns, record, status, outcome or status.status, held)
+
+    def _time_out(self, job_id: str, age: float) -> tuple[JobStatus, str | None]:
+        """Cancel a job that ran past ``job_timeout``; it may have ended meanwhile, so ask again."""
+        provider = self.fine_tuning_provider
+        try:
+            provider.cancel(job_id)
+        except Exception as exc:
+            logger.warning("distillkit: could not cancel job %s (%s)", job_id, _describe(exc))
+            status = provider.poll(job_id)
+            if status.done:
+                return status, None
+        logger.warning("distillkit: job %s ran %.0f s, past job_timeout: cancelled", job_id, age)
+        error = f"timed out after {age:.1f} s (job_timeout {self.config.job_timeout:g} s); cancelled"
+        return JobStatus("cancelled", error=error), "timed_out"
+
+    def _finish(
+        self, store: Store, ns: str, record: Mapping[str, Any], status: JobStatus, outcome: str, held: bool
+    ) -> TrainingRound:
+        """Flip the points (on success), activate the model, move the record to the history."""
+        job_id = str(record["job_id"])
+        lease = contextlib.nullcontext(True) if held else self._lease(store, ns)
+        with lease as ok:
+            if not ok:
+                return self._running(ns, record, status, reason="another process is finishing this job")
+            # Finished by another process already? Then its record is gone, or is a newer job's.
+            current = store.get_record(JOB_KIND, ns)
+            if current is None or current.get("job_id") != job_id:
+                return self._from_history(store, ns, job_id)
+            point_ids = [str(i) for i in record.get("point_ids") or []]
+            if outcome == "succeeded":
+                assert status.model is not None
+                for start in range(0, len(point_ids), self.FLIP_BATCH):
+                    chunk = point_ids[start : start + self.FLIP_BATCH]
+                    store.set_payload(chunk, {"indexed": True, "distilled_model": status.model, "job_id": job_id})
+                self._activate(store, ns, record, status.model, len(point_ids))
+            history = {k: v for k, v in record.items() if k != "point_ids"}
+            history.update(
+                points=len(point_ids),
+                status=status.status,
+                outcome=outcome,
+                model=status.model if outcome == "succeeded" else None,
+                error=status.error,
+                trained_tokens=status.trained_tokens,
+                finished_at=time.time(),
+            )
+            store.put_record(HISTORY_KIND, job_id, history)
+            store.delete_record(JOB_KIND, ns)  # last: until here, a crash means "poll it again"
+        if outcome == "succeeded":
+            logger.info("distillkit: %s: job %s succeeded; %s is active", ns, job_id, status.model)
+        else:
+            logger.warning("distillkit: %s: job %s %s: %s", ns, job_id, outcome, status.error)
+        return self._round_from(ns, history)
+
+    def _activate(self, store: Store, ns: str, record: Mapping[str, Any], model: str, trained: int) -> None:
+        previous = self._active(store, ns)
+        base_model = record.get("base_model")
+        if record.get("mode") == "incremental" and previous is not None and previous.model == base_model:
+            trained += previous.trained_count  # the new model continues from the previous one
+        self.registry.activate(
+            ActiveModel(
+                namespace=ns,
+                model=model,
+                base_model=base_model,
+                job_id=str(record["job_id"]),
+                trained_count=trained,
+                activated_at=time.time(),
+                # A calibrated threshold describes the namespace's traffic: keep it.
+                threshold=previous.threshold if previous is not None else None,
+            )
+        )
+
+    def _follow(self, ns: str, job_id: str) -> TrainingRound:
+        """The latest state of one job: polled while in flight, else read from the history."""
+        with self._lock:
+            try:
+                store = self._store()
+                record = store.get_record(JOB_KIND, ns)
+                if record is not None and record.get("job_id") == job_id:
+                    return self._poll(store, ns, record)
+                return self._from_history(store, ns, job_id)
+            except Exception as exc:
+                return self._failed(ns, "poll a job", exc, job_id=job_id)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lease(self, store: Store, ns: str) -> Iterator[bool]:
+        name = f"train:{ns}"
+        held = store.try_lock(name, self.owner, self.LOCK_TTL_S)
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    store.release_lock(name, self.owner)
+                except Exception as exc:  # it expires after LOCK_TTL_S anyway
+                    logger.warning("distillkit: could not release the lease %s (%s)", name, _describe(exc))
+
+    def _update_status(self, store: Store, ns: str, job_id: str, status: str, held: bool) -> None:
+        """Keep the record's status current (for ``distillkit status``); best effort."""
+        lease = contextlib.nullcontext(True) if held else self._lease(store, ns)
+        with lease as ok:
+            current = store.get_record(JOB_KIND, ns) if ok else None
+            if current is not None and current.get("job_id") == job_id:
+                store.put_record(JOB_KIND, ns, {**current, "status": status})
+
+    @staticmethod
+    def _active(store: Store, ns: str) -> ActiveModel | None:
+        # Read from the store, not the registry's cache: another process may have activated one.
+        raw = store.get_record(ModelRegistry.KIND, ns)
+        return ActiveModel.from_record({**raw, "namespace": ns}) if raw else None
+
+    @staticmethod
+    def _running(ns: str, record: Mapping[str, Any], status: JobStatus, reason: str | None = None) -> TrainingRound:
+        return TrainingRound(
+            ns,
+            "running",
+            str(record["job_id"]),
+            examples=int(record.get("examples") or 0),
+            dropped=int(record.get("dropped") or 0),
+            reason=reason or status.progress or status.status,
+            base_model=record.get("base_model"),
+        )
+
+    @classmethod
+    def _from_history(cls, store: Store, ns: str, job_id: str) -> TrainingRound:
+        history = store.get_record(HISTORY_KIND, job_id)
+        if history is None:
+            return TrainingRound(ns, "error", job_id, reason=f"job {job_id} is neither in flight nor in the history")
+        return cls._round_from(ns, history)
+
+    @staticmethod
+    def _round_from(ns: str, history: Mapping[str, Any]) -> TrainingRound:
+        outcome = str(history.get("outcome"))
+        return TrainingRound(
+            ns,
+            _OUTCOME_STATUS.get(outcome, "failed"),
+            str(history.get("job_id")),
+            model=history.get("model"),
+            examples=int(history.get("examples") or 0),
+            dropped=int(history.get("dropped") or 0),
+            reason=history.get("error"),
+            base_model=history.get("base_model"),
+        )
+
+    @staticmethod
+    def _failed(ns: str, action: str, exc: BaseException, *, job_id: str | None = None) -> TrainingRound:
+        logger.warning("distillkit: %s: could not %s (%s)", ns, action, _describe(exc), exc_info=True)
+        return TrainingRound(ns, "error", job_id, reason=f"could not {action}: {_describe(exc)}")
+
+
+def _suffix(namespace: str) -> str | None:
+    """A model-name suffix from the namespace: OpenAI allows few characters and a short length."""
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", namespace.lower()).strip("-")
+    return cleaned[:32] or None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,40 @@
+"""Embedders load offline, give unit vectors, and leave the host program's logging alone."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from distillkit import ConfigError
+from distillkit.embedders import OpenAIEmbedder, WordLlamaEmbedder, make_embedder
+from distillkit.testing import Simulator
+
+
+def test_wordllama_gives_unit_vectors_that_rank_paraphrases_first() -> None:
+    embedder = WordLlamaEmbedder()
+    vectors = embedder.embed(["Where is my card?", "Where's my card", "How do I open a savings account?"])
+    assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_wordllama_does_not_configure_the_root_logger() -> None:
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    WordLlamaEmbedder()
+    assert (list(root.handlers), root.level) == before
+
+
+def test_openai_embedder_through_the_simulator(simulator: Simulator) -> None:
+    embedder = OpenAIEmbedder(simulator.client(), model="text-embedding-3-small", dim=64)
+    vectors = embedder.embed(["a", "b"])
+    assert vectors.shape == (2, 64)
+    assert embedder.name == "openai:text-embedding-3-small:64"
+    assert [r.path for r in simulator.requests] == ["/v1/embeddings"]
+
+
+def test_unknown_embedder_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match="wordllama, minilm or openai"):
+        make_embedder("bert")
