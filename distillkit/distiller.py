@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["Distiller", "default_distiller", "set_default_distiller"]
 
 logger = logging.getLogger("distillkit")
+
+#: Record kinds kept beside the points: namespaces seen, and counters per Distiller instance.
+NAMESPACE_KIND = "namespace"
+STATS_KIND = "stats"
 
 #: Hook names accepted by :meth:`Distiller.on`.
 EVENTS = ("decision", "capture", "drop")
@@ -100,6 +105,11 @@ class Distiller:
             )
         self.llm_provider = llm_provider
         self._stats = Stats()
+        # Counters are saved per Distiller instance so that `distillkit status`, run in another
+        # process, can add up what every process routed and saved.
+        self._instance = uuid.uuid4().hex[:12]
+        self._stats_saved_at = time.monotonic()
+        self._known_namespaces: set[str] = set()
         self._hooks: defaultdict[str, list[Callable[..., Any]]] = defaultdict(list)
         self.registry = ModelRegistry(lambda: self.store)
         self.router = Router(
@@ -193,6 +203,46 @@ class Distiller:
         """Wait until every queued capture is stored. False if ``timeout`` ran out first."""
         return self._writer.flush(timeout)
 
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per namespace, from the store (so every process's work counts): points stored, indexed
+        and pending, the active model, the job in flight, and the saved counters of every process.
+        """
+        self._save_stats()
+        store = self.store
+        namespaces = set(store.list_records(NAMESPACE_KIND)) | set(self.registry.all())
+        jobs = self.trainer.jobs()
+        totals: dict[str, NamespaceStats] = {}
+        for record in store.list_records(STATS_KIND).values():
+            ns = record.get("namespace")
+            if isinstance(ns, str):
+                namespaces.add(ns)
+                totals[ns] = _merge(totals.get(ns, NamespaceStats()), record)
+        report = {}
+        for ns in sorted(namespaces | set(jobs)):
+            indexed = store.count(namespace=ns, indexed=True)
+            stored = store.count(namespace=ns)
+            active = self.registry.get(ns)
+            counters = totals.get(ns, NamespaceStats())
+            report[ns] = {
+                "stored": stored,
+                "indexed": indexed,
+                "pending": stored - indexed,
+                "active_model": active.model if active else None,
+                "threshold": self.router.threshold(
+                    Request({}, ns, None, True, True), active
+                ),
+                "job": jobs.get(ns),
+                **counters.as_dict(),
+            }
+        return report
+
+    def _save_stats(self, *, every: float = 0.0) -> None:
+        if time.monotonic() - self._stats_saved_at < every:
+            return
+        self._stats_saved_at = time.monotonic()
+        for ns, counters in self._stats.snapshot().items():
+            self.store.put_record(STATS_KIND, f"{ns}:{self._instance}", {"namespace": ns, **counters.as_dict()})
+
     # --- training ---------------------------------------------------------------------------
 
     @property
@@ -251,6 +301,11 @@ class Distiller:
         """Stop training, flush captures and release the store. Do not use the Distiller afterwards."""
         self.stop()
         self._writer.close()
+        if self._store is not None:
+            try:
+                self._save_stats()
+            except Exception as exc:  # closing must not fail because the store did
+                logger.warning("distillkit could not save its counters: %s", exc)
         if self._store is not None:
             self._store.close()
 
@@ -405,6 +460,7 @@ class Distiller:
             for interaction, vector in zip(missing, vectors, strict=True):
                 interaction.vector = vector
         self._store_interactions(interactions)
+        self._save_stats(every=5.0)
 
     def _store_interactions(self, interactions: Sequence[Interaction]) -> None:
         """Insert new points; a near-duplicate of a stored one only bumps that one's ``count``."""
@@ -434,9 +490,27 @@ class Distiller:
             stored.append(interaction)
         if new_points:
             store.upsert(new_points)
+        for namespace in {i.namespace for i in stored} - self._known_namespaces:
+            store.put_record(NAMESPACE_KIND, namespace, {"first_seen": time.time()})
+            self._known_namespaces.add(namespace)
         for interaction in stored:
             self._stats.add(interaction.namespace, captured=1)
             self._emit("capture", interaction)
+
+
+def _merge(total: NamespaceStats, saved: dict[str, Any]) -> NamespaceStats:
+    """Add one saved counter record to a running total."""
+    out = NamespaceStats(**{k: v for k, v in total.__dict__.items()})
+    for name in ("requests", "routed", "teacher", "distilled_failures", "captured", "dropped", "deduplicated",
+                 "skipped", "store_errors", "cost_usd", "saved_usd"):
+        setattr(out, name, getattr(out, name) + (saved.get(name) or 0))
+    tokens = {m: dict(t) for m, t in out.tokens.items()}
+    for model, counts in (saved.get("tokens") or {}).items():
+        slot = tokens.setdefault(model, {"prompt": 0, "completion": 0})
+        for key in ("prompt", "completion"):
+            slot[key] += counts.get(key, 0)
+    out.tokens = tokens
+    return out
 
 
 def _describe(exc: BaseException) -> str:
