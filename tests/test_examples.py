@@ -1,0 +1,41 @@
+"""The examples and the demo run as a user would run them (offline, against the simulator)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("quickstart.py", "'Where is my new card??'                           -> ft:gpt-4.1-nano"),
+        ("decorator.py", "classify: 2 requests, 2 captured"),
+        ("async_streaming.py", "captured=2"),
+        ("self_hosted_student.py", "answered by gpt-4.1 - distilled model failed"),
+        ("openai_distillation.py", "card-support: succeeded ft:"),
+    ],
+)
+def test_example_runs(script: str, expected: str) -> None:
+    assert expected in run(str(EXAMPLES / script))
+
+
+def test_demo_shows_the_distilled_model_taking_over() -> None:
+    output = run("-m", "distillkit.cli", "demo", "--requests", "300", "--round-every", "100")
+    rounds = [line.split() for line in output.splitlines() if line.strip()[:1].isdigit() and "ft:" in line]
+    assert len(rounds) == 3
+    assert rounds[-1][2] != "0%"  # the last round's requests were partly answered by the distilled model
+    assert "answered by the distilled model" in output
