@@ -1,0 +1,86 @@
+"""The distillkit command on a populated store: status, train, export."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _support import ask
+
+import distillkit
+from distillkit import DistillConfig, Distiller
+from distillkit.cli import main
+from distillkit.testing import Simulator
+from distillkit.training import OpenAIFineTuningProvider
+
+QUESTIONS = [f"Where is my card number {i}?" for i in range(12)]
+
+
+@pytest.fixture
+def populated(simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A store with 12 captured interactions in "support" and 1 in "billing", made by another process."""
+    path = tmp_path / "populated"
+    distiller = Distiller(DistillConfig(path=str(path)))
+    client = distillkit.wrap(simulator.client(), distiller)
+    with distillkit.scope("support"):
+        for q in QUESTIONS:
+            ask(client, q)
+    with distillkit.scope("billing"):
+        ask(client, "Why was I charged twice?")
+    distillkit.unwrap(client)
+    distiller.close()
+    monkeypatch.setenv("DISTILLKIT_PATH", str(path))
+    monkeypatch.setenv("DISTILLKIT_MIN_EXAMPLES", "10")
+    # The CLI builds its fine-tuning client from the environment, like OpenAI() does.
+    monkeypatch.setenv("OPENAI_BASE_URL", simulator.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-simulator")
+    return path
+
+
+def cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(args), out=out)
+    return code, out.getvalue()
+
+
+def test_status_json(populated: Path) -> None:
+    code, out = cli("status", "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["support"]["stored"] == len(set(QUESTIONS)) - report["support"]["deduplicated"]
+    assert report["support"]["pending"] == report["support"]["stored"]
+    assert report["support"]["requests"] == 12 and report["support"]["active_model"] is None
+    assert report["billing"]["stored"] == 1
+
+
+def test_train_then_status_shows_the_active_model(simulator: Simulator, populated: Path) -> None:
+    simulator.job_step_seconds = 0.01
+    code, out = cli("train", "--wait", "--timeout", "30")
+    assert code == 0
+    assert "support: succeeded" in out and "ft:gpt-4.1-nano" in out
+    assert "billing: skipped" in out  # 1 example < DISTILLKIT_MIN_EXAMPLES
+    code, out = cli("status")
+    support = next(line for line in out.splitlines() if line.startswith("support"))
+    assert "ft:gpt-4.1-nano" in support
+    assert support.split()[1] == support.split()[2]  # stored == indexed
+    assert support.split()[3] == "0"  # nothing pending
+
+
+def test_export_writes_training_jsonl(populated: Path, tmp_path: Path) -> None:
+    target = tmp_path / "train.jsonl"
+    code, _ = cli("export", "--namespace", "support", "-o", str(target))
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert code == 0
+    assert len(lines) >= 10
+    assert all(line["messages"][-1]["role"] == "assistant" for line in lines)
+    assert {line["messages"][0]["content"] for line in lines} <= set(QUESTIONS)
+
+
+def test_bad_configuration_is_a_clear_error(populated: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv("DISTILLKIT_THRESHOLD", "2")
+    code, _ = cli("status")
+    assert code == 2
+    assert "DISTILLKIT_THRESHOLD" in capsys.readouterr().err
