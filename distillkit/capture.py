@@ -107,7 +107,13 @@ class CaptureWriter(Generic[T]):
         self._thread.start()
         # Flush at interpreter exit without keeping the writer alive through the atexit table.
         ref = weakref.ref(self)
-        atexit.register(lambda: (w := ref()) is not None and w.close(timeout=10.0))
+
+        def close_at_exit() -> None:
+            writer = ref()
+            if writer is not None:
+                writer.close(timeout=10.0)
+
+        atexit.register(close_at_exit)
 
     def _run(self) -> None:
         while True:

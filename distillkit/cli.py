@@ -36,7 +36,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     if not report:
         out.write(f"No data yet in {distiller.config.qdrant_url or distiller.config.path}.\n")
         return 0
-    header = f"{'namespace':<24}{'stored':>8}{'indexed':>9}{'pending':>9}{'routed':>8}{'saved $':>10}  active model / job"
+    header = (
+        f"{'namespace':<24}{'stored':>8}{'indexed':>9}{'pending':>9}{'routed':>8}{'saved $':>10}  active model / job"
+    )
     out.write(header + "\n")
     for ns, row in report.items():
         job = row["job"]

@@ -10,6 +10,7 @@ appearing in the stream, and they go to the teacher until a later round has lear
 from __future__ import annotations
 
 import csv
+import io
 import random
 import sys
 import tempfile
@@ -31,8 +32,8 @@ SYSTEM = "You are the support assistant of an online bank. Answer in two sentenc
 
 def load_sample() -> list[tuple[str, str]]:
     """(text, intent) rows of the packaged BANKING77 sample (CC BY 4.0, see data/BANKING77.md)."""
-    with resources.files("distillkit").joinpath("data/banking77_sample.csv").open(newline="") as f:
-        return [(row["text"], row["category"]) for row in csv.DictReader(f)]
+    text = resources.files("distillkit").joinpath("data/banking77_sample.csv").read_text(encoding="utf-8")
+    return [(row["text"], row["category"]) for row in csv.DictReader(io.StringIO(text))]
 
 
 def canned_answer(intent: str) -> str:
@@ -102,8 +103,9 @@ def run(
     result = DemoResult()
     started = time.perf_counter()
     with Simulator(answer=teacher, job_step_seconds=0.02) as sim, tempfile.TemporaryDirectory() as folder:
-        config = DistillConfig(path=folder, min_examples=20, namespace="support",
-                               **({"threshold": threshold} if threshold is not None else {}))
+        config = DistillConfig(path=folder, min_examples=20, namespace="support")
+        if threshold is not None:
+            config = config.replace(threshold=threshold)
         distiller = Distiller(config, fine_tuning_provider=OpenAIFineTuningProvider(sim.client()))
         client = distillkit.wrap(sim.client(), distiller)
         trained_intents: set[str] = set()
@@ -133,7 +135,7 @@ def run(
                     good = intent in trained_intents
                     result.routed_trained_intent += good
                     window["good"] += good
-                    neighbour = distiller.store.retrieve([info.neighbour_id])[0].payload["query"]
+                    neighbour = distiller.store.retrieve([str(info.neighbour_id)])[0].payload["query"]
                     same = intent_of.get(neighbour) == intent
                     result.routed_same_intent += same
                     window["same"] += same
@@ -150,8 +152,14 @@ def run(
                     share = window["routed"] / window["requests"]
                     routed = window["routed"]
                     precision = f"{window['good'] / routed:.0%} / {window['same'] / routed:.0%}" if routed else "-"
-                    result.rounds.append({"requests": i + 1, "routed_share": share, "precision": precision,
-                                          "jobs": [r.status for r in rounds]})
+                    result.rounds.append(
+                        {
+                            "requests": i + 1,
+                            "routed_share": share,
+                            "precision": precision,
+                            "jobs": [r.status for r in rounds],
+                        }
+                    )
                     out.write(
                         f"{len(result.rounds):>5} {i + 1:>9} {share:>7.0%} {precision:>15} "
                         f"{len(trained_intents):>3}/{len(available):<4}  {active.model if active else '-'}\n"

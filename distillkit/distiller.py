@@ -228,9 +228,7 @@ class Distiller:
                 "indexed": indexed,
                 "pending": stored - indexed,
                 "active_model": active.model if active else None,
-                "threshold": self.router.threshold(
-                    Request({}, ns, None, True, True), active
-                ),
+                "threshold": self.router.threshold(Request({}, ns, None, True, True), active),
                 "job": jobs.get(ns),
                 **counters.as_dict(),
             }
@@ -501,8 +499,19 @@ class Distiller:
 def _merge(total: NamespaceStats, saved: dict[str, Any]) -> NamespaceStats:
     """Add one saved counter record to a running total."""
     out = NamespaceStats(**{k: v for k, v in total.__dict__.items()})
-    for name in ("requests", "routed", "teacher", "distilled_failures", "captured", "dropped", "deduplicated",
-                 "skipped", "store_errors", "cost_usd", "saved_usd"):
+    for name in (
+        "requests",
+        "routed",
+        "teacher",
+        "distilled_failures",
+        "captured",
+        "dropped",
+        "deduplicated",
+        "skipped",
+        "store_errors",
+        "cost_usd",
+        "saved_usd",
+    ):
         setattr(out, name, getattr(out, name) + (saved.get(name) or 0))
     tokens = {m: dict(t) for m, t in out.tokens.items()}
     for model, counts in (saved.get("tokens") or {}).items():

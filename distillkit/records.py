@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillkit.store.base import Vector
+
 __all__ = [
     "Interaction",
     "StreamAssembler",
@@ -200,7 +202,7 @@ class Interaction:
     teacher_model: str
     finish_reason: str | None
     usage: dict[str, Any] | None = None
-    vector: Sequence[float] | None = None
+    vector: Vector | None = None
     created_at: float = field(default_factory=time.time)
 
     @property

@@ -51,7 +51,7 @@ class _Finisher:
             logger.warning("distillkit failed to finish a stream", exc_info=True)
 
 
-class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class StreamProxy(wrapt.ObjectProxy):
     """A ``Stream[ChatCompletionChunk]`` that reports its assembled answer when it ends."""
 
     def __init__(self, stream: Any, on_finish: OnFinish, route: Any = None) -> None:
@@ -89,7 +89,7 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_finisher.finish(False)
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class AsyncStreamProxy(wrapt.ObjectProxy):
     """An ``AsyncStream[ChatCompletionChunk]`` that reports its assembled answer when it ends."""
 
     def __init__(self, stream: Any, on_finish: OnFinish, route: Any = None) -> None:

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
-__all__ = ["PAYLOAD_FIELDS", "EmbedderInfo", "Hit", "Point", "Store"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["PAYLOAD_FIELDS", "EmbedderInfo", "Hit", "Point", "Store", "Vector"]
+
+#: A vector as the stores accept it: a sequence of floats or a 1-d numpy array.
+Vector = Union[Sequence[float], "np.ndarray"]
 
 #: Payload fields of a captured point. ``indexed`` is the original project's tag: True once a
 #: distilled model was trained on the point. Backends may add private fields of their own
@@ -48,7 +54,7 @@ class Point:
 
     id: str
     payload: dict[str, Any]
-    vector: Sequence[float] | None = None
+    vector: Vector | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class Store(Protocol):
 
     def search(
         self,
-        vector: Sequence[float],
+        vector: Vector,
         *,
         namespace: str,
         fingerprint: str | None = None,

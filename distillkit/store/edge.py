@@ -26,7 +26,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from distillkit.errors import DistillkitError, EmbedderMismatchError, StoreError, StoreLockedError
-from distillkit.store.base import EmbedderInfo, Hit, Point
+from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
 
 __all__ = ["EdgeStore"]
 
@@ -78,7 +78,7 @@ def public_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (payload or {}).items() if not k.startswith("_")}
 
 
-def check_vector(vector: Sequence[float] | None, dim: int) -> list[float]:
+def check_vector(vector: Vector | None, dim: int) -> list[float]:
     """The vector as a list of floats, checked against the collection's dimension.
 
     Raises:
@@ -307,7 +307,7 @@ class EdgeStore:
 
     def search(
         self,
-        vector: Sequence[float],
+        vector: Vector,
         *,
         namespace: str,
         fingerprint: str | None = None,

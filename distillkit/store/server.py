@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from qdrant_client import QdrantClient, models
 
-from distillkit.store.base import EmbedderInfo, Hit, Point
+from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
 from distillkit.store.edge import (
     INDEXED_MIRROR,
     INTEGER_FIELDS,
@@ -171,7 +171,7 @@ class ServerStore:
 
     def search(
         self,
-        vector: Sequence[float],
+        vector: Vector,
         *,
         namespace: str,
         fingerprint: str | None = None,
