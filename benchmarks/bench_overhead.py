@@ -27,7 +27,10 @@ from openai.resources.chat.completions import Completions
 import distillkit
 from distillkit import DistillConfig, Distiller, intercept
 
-SERVE = "from distillkit.testing import Simulator; import time; print(Simulator().start().base_url, flush=True); time.sleep(3600)"
+SERVE = (
+    "from distillkit.testing import Simulator; import time; "
+    "print(Simulator().start().base_url, flush=True); time.sleep(3600)"
+)
 
 MESSAGES = [
     {"role": "system", "content": "You are a bank assistant."},

@@ -166,7 +166,7 @@ def main() -> None:
     )
 
 
-def _local(folder: str):  # noqa: ANN202 - qdrant_client is imported lazily
+def _local(folder: str):
     from qdrant_client import QdrantClient
 
     return QdrantClient(path=folder)

@@ -70,7 +70,7 @@ def parse_duration(value: str | float, *, variable: str) -> float:
             )
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds < 0 or math.isnan(seconds):
-        raise ConfigError(f"{variable}={value!r} is negative.", variable=variable, fix="Use a duration >= 0.")
+        raise ConfigError(f"{variable}={value!r} is negative.", variable=variable, fix="Use a duration > 0.")
     return seconds
 
 
@@ -129,8 +129,12 @@ class DistillConfig:
             )
         for name, variable in (("train_every", ENV.TRAIN_EVERY), ("job_timeout", ENV.JOB_TIMEOUT)):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{variable}={value!r} is negative.", variable=variable, fix="Use a duration >= 0.")
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(
+                    f"{variable}={value!r} is not positive.",
+                    variable=variable,
+                    fix="Use a duration > 0: 30s, 15m, 1h, 1d.",
+                )
         if self.training_mode not in ("incremental", "full"):
             raise ConfigError(
                 f"{ENV.TRAINING_MODE}={self.training_mode!r} is not a training mode.",

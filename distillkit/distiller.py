@@ -269,6 +269,9 @@ class Distiller:
         with self._open_lock:
             if self._scheduler is None or not self._scheduler.running:
                 self._scheduler = TrainingScheduler(self.trainer.tick, every_s=self.config.train_every)
+                # Jobs in flight are polled often, so a finished job is activated within a minute
+                # (and a job left by a restarted process is picked up), whatever the round interval.
+                self._scheduler.add(self.trainer.poll, every_s=min(60.0, self.config.train_every))
                 self._scheduler.start()
 
     def stop(self, timeout: float | None = 10.0) -> None:

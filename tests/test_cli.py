@@ -14,7 +14,6 @@ import distillkit
 from distillkit import DistillConfig, Distiller
 from distillkit.cli import main
 from distillkit.testing import Simulator
-from distillkit.training import OpenAIFineTuningProvider
 
 QUESTIONS = [f"Where is my card number {i}?" for i in range(12)]
 

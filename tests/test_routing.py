@@ -74,10 +74,15 @@ def test_requests_that_must_not_be_routed(trained: Any) -> None:
         assert distillkit.route_info(response).reason == f"not routable: {reason}"
     image = trained.chat.completions.create(
         model="gpt-4.1",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": KNOWN[0]},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-        ]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": KNOWN[0]},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            }
+        ],
     )
     assert distillkit.route_info(image).reason == "not routable: non-text content"
 
@@ -132,9 +137,7 @@ async def test_async_routing(simulator: Simulator, trained: Any, distiller: Dist
     )
     assert {c.model async for c in stream} == {STUDENT}
     simulator.inject("chat", status=503, model=STUDENT)
-    fallback = await client.chat.completions.create(
-        model="gpt-4.1", messages=[{"role": "user", "content": KNOWN[0]}]
-    )
+    fallback = await client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": KNOWN[0]}])
     assert fallback.model == "gpt-4.1"
     await client.close()
 

@@ -47,7 +47,7 @@ class TrainingScheduler:
     def __init__(self, job: Callable[[], Any], *, every_s: float, name: str = "distillkit-training") -> None:
         if not isinstance(every_s, (int, float)) or not every_s > 0:
             raise ConfigError(
-                f"A training interval of {every_s!r} s cannot be scheduled.",
+                f"{ENV.TRAIN_EVERY}={every_s!r}: a training interval must be positive to be scheduled.",
                 variable=ENV.TRAIN_EVERY,
                 fix="Use a positive duration such as 1h, or call train_now() instead of start().",
             )
@@ -61,7 +61,8 @@ class TrainingScheduler:
 
     def add(self, job: Callable[[], Any], *, every_s: float) -> None:
         """Also run ``job`` every ``every_s`` seconds (for example, polling jobs in flight more often)."""
-        self._scheduler.every(every_s).seconds.do(self._guarded, job)
+        # schedule's annotation says int, but it computes with timedelta: fractions work.
+        self._scheduler.every(every_s).seconds.do(self._guarded, job)  # type: ignore[arg-type]
 
     @staticmethod
     def _guarded(job: Callable[[], Any]) -> None:

@@ -1,0 +1,102 @@
+"""End to end through a wrapped client: capture → train → the distilled model answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import distillkit
+from distillkit import DistillConfig, Distiller
+from distillkit.testing import Simulator
+from distillkit.training import OpenAIFineTuningProvider
+
+QUESTIONS = [
+    "How do I reset my password?",
+    "Where can I download my invoices?",
+    "Can I change the email address on my account?",
+    "Why was my credit card declined yesterday?",
+    "How long does international shipping take?",
+    "Do you offer student discounts?",
+    "What is your refund policy for damaged items?",
+    "How can I cancel my subscription?",
+    "Is there a mobile app for Android phones?",
+    "Which languages does customer support speak?",
+    "Can I pick up my order from a store near me?",
+    "How do I enable two factor authentication?",
+]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(job_step_seconds=0.01) as s:
+        yield s
+
+
+def make_distiller(sim: Simulator, tmp_path: Path, **config: Any) -> Distiller:
+    return Distiller(
+        DistillConfig(path=str(tmp_path / "s"), min_examples=10, **config),
+        fine_tuning_provider=OpenAIFineTuningProvider(sim.client()),
+    )
+
+
+def ask(client: Any, text: str) -> Any:
+    return client.chat.completions.create(
+        model="gpt-4.1",
+        messages=[{"role": "system", "content": "You are a support agent."}, {"role": "user", "content": text}],
+    )
+
+
+def test_train_now_then_a_similar_request_is_answered_by_the_distilled_model(sim: Simulator, tmp_path: Path) -> None:
+    distiller = make_distiller(sim, tmp_path)
+    client = distillkit.wrap(sim.client(), distiller)
+    try:
+        for question in QUESTIONS:
+            reply = ask(client, question)
+            assert reply.model == "gpt-4.1"
+        assert distiller.flush(10)
+        assert distiller.store.count(namespace="default", indexed=False) == len(QUESTIONS)
+
+        [round_] = distiller.train_now(wait=True, timeout=10)
+
+        assert round_.status == "succeeded" and round_.examples == len(QUESTIONS)
+        assert round_.model is not None and round_.model.startswith("ft:")
+        # The file the job trained on is what was asked and answered.
+        job = sim.jobs[round_.job_id]
+        content = sim.file_content(job["training_file"]).decode()
+        assert "How do I reset my password?" in content and "You are a support agent." in content
+
+        routed = ask(client, "How do I reset my password?")
+        info = distillkit.route_info(routed)
+        assert info is not None and info.routed
+        assert info.model == round_.model and routed.model == round_.model
+        assert sim.chat_requests(model=round_.model)  # the student really answered over HTTP
+    finally:
+        distillkit.unwrap(client)
+        distiller.close()
+
+
+def test_start_runs_training_in_the_background(sim: Simulator, tmp_path: Path) -> None:
+    distiller = make_distiller(sim, tmp_path, train_every=0.05)
+    client = distillkit.wrap(sim.client(), distiller)
+    try:
+        for question in QUESTIONS[:10]:
+            ask(client, question)
+        assert distiller.flush(10)
+
+        distiller.start()
+        deadline = time.monotonic() + 10
+        while distiller.registry.get("default") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        distiller.stop()
+
+        active = distiller.registry.get("default")
+        assert active is not None and active.model.startswith("ft:")
+        assert len(sim.jobs) == 1
+        assert distiller.store.count(indexed=True) == 10
+    finally:
+        distillkit.unwrap(client)
+        distiller.close()
