@@ -9,6 +9,7 @@ await: prepare the request, decide, call the student or the teacher, hand back t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -228,7 +229,7 @@ class Distiller:
                 "indexed": indexed,
                 "pending": stored - indexed,
                 "active_model": active.model if active else None,
-                "threshold": self.router.threshold(Request({}, ns, None, True, True), active),
+                "threshold": self.router.threshold(None, active),
                 "job": jobs.get(ns),
                 **counters.as_dict(),
             }
@@ -501,21 +502,10 @@ class Distiller:
 
 def _merge(total: NamespaceStats, saved: dict[str, Any]) -> NamespaceStats:
     """Add one saved counter record to a running total."""
-    out = NamespaceStats(**{k: v for k, v in total.__dict__.items()})
-    for name in (
-        "requests",
-        "routed",
-        "teacher",
-        "distilled_failures",
-        "captured",
-        "dropped",
-        "deduplicated",
-        "skipped",
-        "store_errors",
-        "cost_usd",
-        "saved_usd",
-    ):
-        setattr(out, name, getattr(out, name) + (saved.get(name) or 0))
+    out = dataclasses.replace(total)
+    for counter in dataclasses.fields(NamespaceStats):
+        if counter.name != "tokens":
+            setattr(out, counter.name, getattr(out, counter.name) + (saved.get(counter.name) or 0))
     tokens = {m: dict(t) for m, t in out.tokens.items()}
     for model, counts in (saved.get("tokens") or {}).items():
         slot = tokens.setdefault(model, {"prompt": 0, "completion": 0})

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from distillkit import records
@@ -174,8 +174,6 @@ class ModelRegistry:
             self._cache = {ns: ActiveModel.from_record({**r, "namespace": ns}) for ns, r in records_.items()}
 
     def activate(self, model: ActiveModel) -> None:
-        from dataclasses import asdict
-
         self._store().put_record(self.KIND, model.namespace, asdict(model))
         with self._lock:
             self._cache[model.namespace] = model
@@ -248,16 +246,16 @@ class Router:
         if not hits:
             return RouteInfo(False, ns, teacher, "no trained neighbour", fingerprint=fingerprint)
         best = hits[0]
-        if best.score < self.threshold(request, active):
+        if best.score < self.threshold(request.threshold, active):
             return RouteInfo(False, ns, teacher, "below threshold", best.score, best.id, fingerprint)
         # The namespace's active model answers: every indexed point was part of its training
         # (incremental rounds continue from the previous model, full rounds use all data).
         return RouteInfo(True, ns, active.model, "similar request trained", best.score, best.id, fingerprint)
 
-    def threshold(self, request: Request, active: ActiveModel | None) -> float:
+    def threshold(self, explicit: float | None, active: ActiveModel | None) -> float:
         """Explicit (call, scope, wrap) first, then the namespace's calibrated one, then the config's."""
-        if request.threshold is not None:
-            return request.threshold
+        if explicit is not None:
+            return explicit
         if active is not None and active.threshold is not None:
             return active.threshold
         return self.default_threshold
