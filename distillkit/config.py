@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from distillkit.errors import ConfigError
 
-__all__ = ["DEFAULT_BASE_MODEL", "EMBEDDERS", "ENV", "DistillConfig", "parse_duration"]
+__all__ = ["DEFAULT_BASE_MODEL", "EMBEDDERS", "ENV", "ROUTING_RULES", "DistillConfig", "parse_duration"]
 
 #: Small model that OpenAI still fine-tunes and whose fine-tunes are not on the 2027-01-14
 #: retirement list (gpt-4o / 4o-mini / 4.1 / 4.1-mini are).
@@ -26,6 +26,10 @@ DEFAULT_BASE_MODEL = "gpt-4.1-nano-2025-04-14"
 EMBEDDERS = ("wordllama", "minilm", "openai")
 
 TrainingMode = Literal["incremental", "full"]
+
+#: Routing rules accepted by ``DISTILLKIT_ROUTING_RULE`` (see :mod:`distillkit.router`).
+ROUTING_RULES = ("top1", "agreement")
+RoutingRule = Literal["top1", "agreement"]
 
 
 class ENV:
@@ -44,6 +48,9 @@ class ENV:
     DISTILLED_API_KEY = "DISTILLKIT_DISTILLED_API_KEY"
     ROUTE = "DISTILLKIT_ROUTE"
     CAPTURE = "DISTILLKIT_CAPTURE"
+    ROUTING_RULE = "DISTILLKIT_ROUTING_RULE"
+    NEIGHBOURS = "DISTILLKIT_NEIGHBOURS"
+    AGREEMENT_MARGIN = "DISTILLKIT_AGREEMENT_MARGIN"
     QDRANT_URL = "QDRANT_URL"
     QDRANT_API_KEY = "QDRANT_API_KEY"
 
@@ -105,6 +112,12 @@ class DistillConfig:
     dedup_threshold: float = 0.99
     capture_queue_size: int = 10_000
     capture_batch_size: int = 64
+    #: ``top1``: route when the nearest trained neighbour is >= threshold similar. ``agreement``:
+    #: also route up to ``agreement_margin`` below it when the ``neighbours`` nearest trained
+    #: neighbours all got the same teacher answer (README, "Routing quality").
+    routing_rule: RoutingRule = "agreement"
+    neighbours: int = 5
+    agreement_margin: float = 0.02
 
     def __post_init__(self) -> None:
         for name, variable in (("threshold", ENV.THRESHOLD), ("dedup_threshold", None)):
@@ -147,6 +160,25 @@ class DistillConfig:
                 variable=ENV.NAMESPACE,
                 fix="Use a non-empty name such as 'support'.",
             )
+        if self.routing_rule not in ROUTING_RULES:
+            raise ConfigError(
+                f"{ENV.ROUTING_RULE}={self.routing_rule!r} is not a routing rule.",
+                variable=ENV.ROUTING_RULE,
+                fix=f"Use one of {', '.join(ROUTING_RULES)}.",
+            )
+        if not isinstance(self.neighbours, int) or isinstance(self.neighbours, bool) or not 1 <= self.neighbours <= 100:
+            raise ConfigError(
+                f"{ENV.NEIGHBOURS}={self.neighbours!r} is outside [1, 100].",
+                variable=ENV.NEIGHBOURS,
+                fix="Use an integer between 1 and 100, for example 5.",
+            )
+        margin = self.agreement_margin
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0.0 <= margin <= 1.0:
+            raise ConfigError(
+                f"{ENV.AGREEMENT_MARGIN}={margin!r} is outside [0, 1].",
+                variable=ENV.AGREEMENT_MARGIN,
+                fix="Use a similarity margin between 0 and 1, for example 0.02.",
+            )
         for name in ("capture_queue_size", "capture_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.", variable=name)
@@ -183,6 +215,7 @@ class DistillConfig:
             "embedder": ENV.EMBEDDER,
             "base_model": ENV.BASE_MODEL,
             "training_mode": ENV.TRAINING_MODE,
+            "routing_rule": ENV.ROUTING_RULE,
             "distilled_base_url": ENV.DISTILLED_BASE_URL,
             "distilled_api_key": ENV.DISTILLED_API_KEY,
             "qdrant_url": ENV.QDRANT_URL,
@@ -198,6 +231,12 @@ class DistillConfig:
         for name, variable in (("train_every", ENV.TRAIN_EVERY), ("job_timeout", ENV.JOB_TIMEOUT)):
             if environ.get(variable):
                 values[name] = parse_duration(environ[variable], variable=variable)
+        if environ.get(ENV.NEIGHBOURS):
+            values["neighbours"] = _number(environ[ENV.NEIGHBOURS], ENV.NEIGHBOURS, int, "an integer in [1, 100]")
+        if environ.get(ENV.AGREEMENT_MARGIN):
+            values["agreement_margin"] = _number(
+                environ[ENV.AGREEMENT_MARGIN], ENV.AGREEMENT_MARGIN, float, "a number in [0, 1]"
+            )
         for name, variable in (("route", ENV.ROUTE), ("capture", ENV.CAPTURE)):
             if environ.get(variable):
                 values[name] = _boolean(environ[variable], variable)

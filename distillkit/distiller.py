@@ -44,6 +44,9 @@ logger = logging.getLogger("distillkit")
 NAMESPACE_KIND = "namespace"
 STATS_KIND = "stats"
 
+#: Request headers that carry the caller's credentials (kept from a separate distilled server).
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "openai-organization", "openai-project"})
+
 #: Hook names accepted by :meth:`Distiller.on`.
 EVENTS = ("decision", "capture", "drop")
 
@@ -80,6 +83,13 @@ class Distiller:
         fine_tuning_provider: starts and polls training jobs; default: OpenAI's fine-tuning API
             through ``training_client`` (default ``openai.OpenAI()`` from the environment).
         training_client: the OpenAI client the default fine-tuning provider uses.
+        redact: applied to every text field of a teacher interaction (messages, answer, query)
+            before it is stored, e.g. :func:`distillkit.redact.pii`; the fields it changed are
+            listed in the stored ``redacted`` field. A redacted query is embedded again from its
+            masked text for storage (routing itself used the caller's words). A redactor that
+            raises drops that capture instead of storing it unredacted.
+        store_backoff: ``(first, most)`` seconds to wait before reopening a store that failed;
+            the wait doubles after each failed reopen. A store given as ``store`` is never reopened.
     """
 
     def __init__(
@@ -92,12 +102,18 @@ class Distiller:
         dataset_provider: DatasetProvider | None = None,
         fine_tuning_provider: FineTuningProvider | None = None,
         training_client: Any = None,
+        redact: Callable[[str], str] | None = None,
+        store_backoff: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         self.config = config if config is not None else DistillConfig.from_env()
         self._store = store
+        self._owns_store = store is None  # only a store opened here can be reopened here
         self._embedder = embedder
+        self._redact = redact
         self._open_lock = threading.RLock()
         self._store_retry_at = 0.0
+        self._backoff_first, self._backoff_most = store_backoff
+        self._backoff = self._backoff_first
         if llm_provider is None:
             llm_provider = (
                 CompatibleServerProvider(self.config.distilled_base_url, self.config.distilled_api_key)
@@ -114,7 +130,14 @@ class Distiller:
         self._hooks: defaultdict[str, list[Callable[..., Any]]] = defaultdict(list)
         self.registry = ModelRegistry(lambda: self.store)
         self.router = Router(
-            lambda: self.store, lambda: self.embedder, self.registry, self._lookup_failed, self.config.threshold
+            lambda: self.store,
+            lambda: self.embedder,
+            self.registry,
+            self._lookup_failed,
+            self.config.threshold,
+            rule=self.config.routing_rule,
+            neighbours=self.config.neighbours,
+            agreement_margin=self.config.agreement_margin,
         )
         self._dataset_provider = dataset_provider
         self._fine_tuning_provider = fine_tuning_provider
@@ -153,13 +176,48 @@ class Distiller:
             with self._open_lock:
                 if self._store is None:
                     if time.monotonic() < self._store_retry_at:
-                        raise StoreError("the store could not be opened recently; retrying soon")
+                        raise StoreError("the store failed recently; retrying soon")
                     try:
                         self._store = self._open_store()
                     except StoreError:
-                        self._store_retry_at = time.monotonic() + 5.0
+                        self._schedule_reopen()
                         raise
+                    if self._backoff != self._backoff_first:
+                        logger.warning("distillkit: the store is back; capture and routing resume")
+                    self._backoff = self._backoff_first
         return self._store
+
+    def _schedule_reopen(self) -> None:
+        """Wait before the next open, longer after each failure (under ``_open_lock``)."""
+        self._store_retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._backoff_most)
+
+    def _store_failed(self, exc: BaseException, failed: Store | None = None) -> None:
+        """A store operation failed: close our store, so that it is reopened after a backoff.
+
+        A folder deleted, replaced or closed underneath us, or a server gone away, is then
+        picked up again once it is back, without a restart.
+
+        Args:
+            exc: what the store raised; only a :class:`StoreError` counts.
+            failed: the store object that raised, when known: a late failure of a store
+                already replaced must not close its replacement.
+        """
+        if not isinstance(exc, StoreError) or not self._owns_store:
+            return
+        with self._open_lock:
+            if failed is not None and failed is not self._store:
+                return
+            store, self._store = self._store, None
+            if store is None:
+                return
+            self._known_namespaces.clear()  # a store reopened empty must learn them again
+            logger.warning("distillkit: the store failed (%s); reopening it later", exc)
+            self._schedule_reopen()
+            try:
+                store.close()
+            except Exception as close_exc:  # it is broken already: releasing it is all we want
+                logger.debug("distillkit: closing the failed store: %s", close_exc)
 
     def _open_store(self) -> Store:
         embedder = self.embedder
@@ -309,7 +367,10 @@ class Distiller:
             except Exception as exc:  # closing must not fail because the store did
                 logger.warning("distillkit could not save its counters: %s", exc)
         if self._store is not None:
-            self._store.close()
+            try:
+                self._store.close()
+            except StoreError as exc:  # a folder deleted underneath: nothing left to release
+                logger.warning("distillkit could not close the store cleanly: %s", exc)
 
     # --- the request path ---------------------------------------------------------------------
 
@@ -358,7 +419,13 @@ class Distiller:
 
     def _student_kwargs(self, request: Request) -> dict[str, Any]:
         assert request.info is not None and request.info.model is not None
-        return {**request.kwargs, "model": request.info.model}
+        kwargs = {**request.kwargs, "model": request.info.model}
+        headers = kwargs.get("extra_headers")
+        if isinstance(headers, dict) and not isinstance(self.llm_provider, SameClientProvider):
+            # The caller's credentials are for its own API: another server (and its own key) serves
+            # the distilled model, so they must not travel there, nor override that key.
+            kwargs["extra_headers"] = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+        return kwargs
 
     def _student_failed(self, request: Request, exc: BaseException) -> None:
         assert request.info is not None
@@ -379,6 +446,7 @@ class Distiller:
     def _lookup_failed(self, namespace: str, exc: BaseException) -> None:
         logger.warning("distillkit: routing lookup failed (%s); the teacher answers", _describe(exc))
         self._stats.add(namespace, store_errors=1)
+        self._store_failed(exc)
 
     def _deliver(self, request: Request, result: Any, *, student: bool) -> Any:
         """Count, attach route info, proxy streams, queue captures; return what the caller gets."""
@@ -444,31 +512,73 @@ class Distiller:
                 query=request.query,
                 messages=jsonable(item.messages),
                 params=request_params(request.kwargs),
-                response=item.message or {},
+                response=jsonable(item.message or {}),
                 teacher_model=request.teacher_model,
                 finish_reason=item.finish_reason,
                 usage=item.usage,
                 vector=request.vector,
             )
-            if interaction.trainable:
+            if not interaction.trainable or not interaction.query.strip():
+                # No query text (no user message): nothing could ever be routed to it, and an
+                # empty text embeds to a vector of NaNs.
+                self._stats.add(request.namespace, skipped=1)
+            elif self._redact is None or self._redacted(interaction):
                 interactions.append(interaction)
             else:
-                self._stats.add(request.namespace, skipped=1)
+                self._dropped(item, "redaction failed")
         if not interactions:
             return
         missing = [i for i in interactions if i.vector is None]
         if missing:
+            # The query as it is stored (masked, when the redactor changed it).
             vectors = self.embedder.embed([i.query for i in missing])
             for interaction, vector in zip(missing, vectors, strict=True):
                 interaction.vector = vector
-        self._store_interactions(interactions)
-        self._save_stats(every=5.0)
+        finite = []
+        for interaction in interactions:
+            if np.isfinite(np.asarray(interaction.vector, dtype=np.float32)).all():
+                finite.append(interaction)
+            else:  # never store a vector that no search can compare with
+                logger.warning("distillkit: the embedder returned a non-finite vector; the capture is skipped")
+                self._stats.add(interaction.namespace, skipped=1)
+        interactions = finite
+        if not interactions:
+            return
+        store = self.store  # raises StoreError while it is away: the batch is dropped and counted
+        try:
+            self._store_interactions(store, interactions)
+        except StoreError as exc:
+            self._store_failed(exc, store)
+            raise  # the writer logs it and counts the batch as dropped
+        try:
+            self._save_stats(every=5.0)
+        except StoreError as exc:  # the points are stored; only the counters wait for next time
+            logger.warning("distillkit could not save its counters: %s", exc)
+            self._store_failed(exc, store)
 
-    def _store_interactions(self, interactions: Sequence[Interaction]) -> None:
+    def _redacted(self, interaction: Interaction) -> bool:
+        """Apply the redactor in place; False (logged) when it raised."""
+        from distillkit.redact import redact_interaction
+
+        assert self._redact is not None
+        try:
+            query, messages, response, changed = redact_interaction(
+                self._redact, interaction.query, interaction.messages, interaction.response
+            )
+        except Exception as exc:
+            logger.warning("distillkit: the redact hook failed (%s); the capture is dropped", type(exc).__name__)
+            return False
+        # The query text is the last user message: kept in step with the redacted messages.
+        interaction.query, interaction.messages, interaction.response = query, messages, response
+        interaction.redacted = changed
+        if "query" in changed:
+            # Re-embedded from the masked text by the writer: a vector can be inverted into
+            # something close to the words it came from, so none is kept from the original.
+            interaction.vector = None
+        return True
+
+    def _store_interactions(self, store: Store, interactions: Sequence[Interaction]) -> None:
         """Insert new points; a near-duplicate of a stored one only bumps that one's ``count``."""
-        import uuid
-
-        store = self.store
         threshold = self.config.dedup_threshold
         new_points: list[Point] = []
         stored: list[Interaction] = []
@@ -492,12 +602,16 @@ class Distiller:
             stored.append(interaction)
         if new_points:
             store.upsert(new_points)
-        for namespace in {i.namespace for i in stored} - self._known_namespaces:
-            store.put_record(NAMESPACE_KIND, namespace, {"first_seen": time.time()})
-            self._known_namespaces.add(namespace)
         for interaction in stored:
             self._stats.add(interaction.namespace, captured=1)
             self._emit("capture", interaction)
+        try:
+            for namespace in {i.namespace for i in stored} - self._known_namespaces:
+                store.put_record(NAMESPACE_KIND, namespace, {"first_seen": time.time()})
+                self._known_namespaces.add(namespace)
+        except StoreError as exc:  # the points are stored; the namespace is recorded next time
+            logger.warning("distillkit could not record a namespace: %s", exc)
+            self._store_failed(exc, store)
 
 
 def _merge(total: NamespaceStats, saved: dict[str, Any]) -> NamespaceStats:

@@ -204,6 +204,8 @@ class Interaction:
     usage: dict[str, Any] | None = None
     vector: Vector | None = None
     created_at: float = field(default_factory=time.time)
+    #: Fields a redactor changed before capture (``"query"``, ``"messages"``, ``"response"``).
+    redacted: list[str] = field(default_factory=list)
 
     @property
     def trainable(self) -> bool:
@@ -226,4 +228,5 @@ class Interaction:
             "distilled_model": None,
             "job_id": None,
             "count": 1,
+            "redacted": list(self.redacted),
         }

@@ -1,14 +1,18 @@
 """The routing decision: may the namespace's distilled model answer this request?
 
 A request is routed when its namespace has an active distilled model and its nearest trained
-(``indexed``) neighbour of the same task (fingerprint) is at least ``threshold`` similar.
-Everything else goes to the teacher. Nothing here raises into the caller: a failing store or
-embedder means "teacher".
+(``indexed``) neighbour of the same task (fingerprint) is at least ``threshold`` similar (the
+``top1`` rule). The ``agreement`` rule also routes a request slightly below the threshold (by at
+most ``agreement_margin``) when its ``neighbours`` nearest trained neighbours all received the
+same teacher answer: it only ever adds routes, so with free-text answers that never repeat it
+behaves exactly like ``top1``. Everything else goes to the teacher. Nothing here raises into
+the caller: a failing store or embedder means "teacher".
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -18,6 +22,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from distillkit import records
+from distillkit.config import ENV, ROUTING_RULES
+from distillkit.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +32,7 @@ if TYPE_CHECKING:
     from distillkit.scope import KeyFunction
     from distillkit.store.base import Store
 
-__all__ = ["ModelRegistry", "Request", "RouteInfo", "Router", "route_info"]
+__all__ = ["ROUTING_RULES", "ModelRegistry", "Request", "RouteInfo", "Router", "answer_key", "route_info"]
 
 logger = logging.getLogger("distillkit")
 
@@ -42,8 +48,11 @@ class RouteInfo:
         similarity: cosine similarity of the nearest trained neighbour, when one was looked up.
         neighbour_id: that neighbour's point id.
         reason: why: ``"similar request trained"``, ``"below threshold"``, ``"no distilled model"``,
-            ``"routing off"``, ``"not routable: <why>"``, ``"distilled model failed: <error>"``, ...
+            ``"routing off"``, ``"not routable: <why>"``, ``"distilled model failed: <error>"``,
+            ``"neighbours agree"`` (the agreement rule), ...
         fingerprint: the task's fingerprint, when it was computed.
+        agreeing: with the agreement rule, how many of the nearest trained neighbours share the
+            nearest one's teacher answer (None with the top1 rule).
     """
 
     routed: bool
@@ -53,6 +62,24 @@ class RouteInfo:
     similarity: float | None = None
     neighbour_id: str | None = None
     fingerprint: str | None = None
+    agreeing: int | None = None
+
+
+def answer_key(payload: Mapping[str, Any]) -> str | None:
+    """A stored point's teacher answer in a canonical form, for comparing answers (None if absent).
+
+    Content is compared with whitespace collapsed; tool calls by name and arguments (their ids
+    differ on every call).
+    """
+    response = payload.get("response")
+    if not isinstance(response, Mapping):
+        return None
+    content = response.get("content")
+    text = " ".join(content.split()) if isinstance(content, str) else content
+    calls = [
+        (call.get("function") or {}) if isinstance(call, Mapping) else call for call in response.get("tool_calls") or []
+    ]
+    return json.dumps([text, calls], sort_keys=True, default=str)
 
 
 _infos: dict[int, RouteInfo] = {}
@@ -199,8 +226,24 @@ class Router:
         registry: ModelRegistry,
         on_error: Callable[[str, BaseException], None],
         default_threshold: float,
+        *,
+        rule: str = "agreement",
+        neighbours: int = 5,
+        agreement_margin: float = 0.02,
     ) -> None:
+        if rule not in ROUTING_RULES:
+            raise ConfigError(
+                f"{ENV.ROUTING_RULE}={rule!r} is not a routing rule.",
+                variable=ENV.ROUTING_RULE,
+                fix=f"Use one of {', '.join(ROUTING_RULES)}.",
+            )
         self.default_threshold = default_threshold
+        #: ``"top1"`` or ``"agreement"`` (see the module docstring).
+        self.rule = rule
+        #: How many nearest trained neighbours the agreement rule asks to share one answer.
+        self.neighbours = neighbours
+        #: How far below the threshold the agreement rule may route.
+        self.agreement_margin = agreement_margin
         self._store = store
         self._embedder = embedder
         self.registry = registry
@@ -233,24 +276,44 @@ class Router:
             return RouteInfo(False, ns, teacher, "not routable: streamed raw response")
         if request.unroutable is not None:
             return RouteInfo(False, ns, teacher, f"not routable: {request.unroutable}")
+        if not request.query.strip():
+            return RouteInfo(False, ns, teacher, "not routable: no query text")
         active = self.active_model(request)
         if active is None:
             return RouteInfo(False, ns, teacher, "no distilled model")
         try:
             fingerprint = request.fingerprint
             request.vector = self._embedder().embed([request.query])[0]
-            hits = self._store().search(request.vector, namespace=ns, fingerprint=fingerprint, indexed=True, limit=1)
+            agreement = self.rule == "agreement"
+            limit = max(1, self.neighbours) if agreement else 1
+            hits = self._store().search(
+                request.vector, namespace=ns, fingerprint=fingerprint, indexed=True, limit=limit
+            )
         except Exception as exc:
             self._on_error(ns, exc)
             return RouteInfo(False, ns, teacher, f"lookup failed: {type(exc).__name__}")
         if not hits:
             return RouteInfo(False, ns, teacher, "no trained neighbour", fingerprint=fingerprint)
         best = hits[0]
-        if best.score < self.threshold(request.threshold, active):
-            return RouteInfo(False, ns, teacher, "below threshold", best.score, best.id, fingerprint)
+        threshold = self.threshold(request.threshold, active)
+        agreeing = self._agreeing(hits) if agreement else None
         # The namespace's active model answers: every indexed point was part of its training
         # (incremental rounds continue from the previous model, full rounds use all data).
-        return RouteInfo(True, ns, active.model, "similar request trained", best.score, best.id, fingerprint)
+        if best.score >= threshold:
+            return RouteInfo(
+                True, ns, active.model, "similar request trained", best.score, best.id, fingerprint, agreeing
+            )
+        if agreeing is not None and agreeing >= self.neighbours and best.score >= threshold - self.agreement_margin:
+            return RouteInfo(True, ns, active.model, "neighbours agree", best.score, best.id, fingerprint, agreeing)
+        return RouteInfo(False, ns, teacher, "below threshold", best.score, best.id, fingerprint, agreeing)
+
+    @staticmethod
+    def _agreeing(hits: list[Any]) -> int:
+        """How many hits got the same teacher answer as the first (0 when it has none stored)."""
+        first = answer_key(hits[0].payload)
+        if first is None:
+            return 0
+        return sum(answer_key(hit.payload) == first for hit in hits)
 
     def threshold(self, explicit: float | None, active: ActiveModel | None) -> float:
         """Explicit (call, scope, wrap) first, then the namespace's calibrated one, then the config's."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import threading
 import time
 import uuid
@@ -141,6 +142,13 @@ def _make_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def _folder_identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(str(path))
+    return st.st_dev, st.st_ino
+
+
 def _is_wal_lock_error(exc: BaseException) -> bool:
     text = str(exc)
     return "WAL" in text and ("WouldBlock" in text or "lock" in text.lower())
@@ -203,6 +211,7 @@ class EdgeStore:
         with translate_errors(f"open the store folder {self._dir}"):
             _make_private_dir(self.path)
             _make_private_dir(self._dir)
+            self._identity = _folder_identity(self._dir)
             self._check_manifest()
             self._records = self._load_records()
             self._shard = self._open_shard()
@@ -281,6 +290,17 @@ class EdgeStore:
     def _require_shard(self) -> qe.EdgeShard:
         if self._shard is None:
             raise StoreError(f"The store at {self._dir} is closed.")
+        # An open shard keeps writing into a deleted folder's files without any error, and the
+        # data is gone: a folder removed or replaced under us is a failure (one stat per call).
+        try:
+            same = _folder_identity(self._dir) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            raise StoreError(
+                f"The store folder {self._dir} was removed or replaced while open.",
+                fix="Keep the folder in place while distillkit runs; it is reopened (created again) on retry.",
+            )
         return self._shard
 
     # -- points -----------------------------------------------------------------------------

@@ -447,6 +447,7 @@ def _limit(query: dict[str, str], default: int = 20) -> int:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not keep the process alive
+    request_queue_size = 1024  # the default listen backlog (5) resets bursts of new connections
     simulator: Simulator
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -239,16 +239,23 @@ class Trainer:
     def export(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
         """The training examples of every stored point (trained or not), as the dataset provider makes them.
 
-        Records the provider cannot use are left out.
+        Records the provider cannot use are left out. An example whose record was redacted before
+        capture carries ``"redacted": [fields]``, so a reader knows the text was masked.
         """
         batch: list[dict[str, Any]] = []
         for point in self._store().scroll(namespace=namespace):
             batch.append(point.payload)
             if len(batch) >= 256:
-                yield from self.dataset_provider.build(batch).examples
+                yield from self._marked(batch)
                 batch = []
         if batch:
-            yield from self.dataset_provider.build(batch).examples
+            yield from self._marked(batch)
+
+    def _marked(self, records: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+        dataset = self.dataset_provider.build(records)
+        for example, index in zip(dataset.examples, dataset.kept, strict=True):
+            redacted = records[index].get("redacted")
+            yield {**example, "redacted": list(redacted)} if redacted else dict(example)
 
     # --- one namespace ------------------------------------------------------------------------
 
