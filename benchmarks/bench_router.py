@@ -1,4 +1,4 @@
-"""The routing decision (embed + search + decide) at 1k, 10k and 100k stored points, and capture throughput.
+"""The routing decision (embed + search + decide, default rule) at 1k, 10k and 100k points; capture throughput.
 
 Runs the router's own code (``Router.decide``) on the embedded default store (qdrant-edge) and
 on qdrant-client's local mode side by side. Stored points: real BANKING77 queries embedded
@@ -143,7 +143,7 @@ def main() -> None:
                 distiller.close()
                 print(f"  {name} {size}: done", flush=True)
 
-    print(f"\nrouting decision (embed + filtered top-1 search + decide), {args.queries} BANKING77 test queries")
+    print(f"\nrouting decision (embed + filtered search + decide, default rule), {args.queries} BANKING77 test queries")
     print(f"{'backend':<22}{'points':>9}{'p50 ms':>9}{'p99 ms':>9}{'routed':>8}{'fill s':>8}")
     for name, size, p50, p99, routed, fill_s in rows:
         print(f"{name:<22}{size:>9}{p50:>9.2f}{p99:>9.2f}{routed:>8.2f}{fill_s:>8.1f}")
