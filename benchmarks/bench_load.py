@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx2
-import openai
 import psutil
 
 import distillkit
@@ -166,13 +164,6 @@ def run_load(
     }
 
 
-def pooled() -> Any:
-    """An async HTTP client with 16 connections: every task is in flight at once, queued in the
-    pool, because the simulator (``http.server``) has a listen backlog of 5 and resets a burst of
-    hundreds of new connections, raw client or wrapped."""
-    return openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_connections=16, max_keepalive_connections=16))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=8)
@@ -211,7 +202,7 @@ def main() -> None:
                 simulator,
                 async_texts,
                 send_async,
-                lambda: simulator.async_client(max_retries=0, http_client=pooled()),
+                lambda: simulator.async_client(max_retries=0),
                 f"{tmp}/async",
             )
         )

@@ -13,8 +13,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx2
-import openai
 import psutil
 import pytest
 
@@ -22,7 +20,9 @@ import distillkit
 from distillkit import DistillConfig, Distiller
 from distillkit.testing import Simulator
 
-THREADS, PER_THREAD, CONCURRENT = 4, 150, 300
+THREADS, PER_THREAD, CONCURRENT = 8, 500, 1000  # the sizes
+#: Growth of the process's memory over one load test that counts as unbounded.
+MAX_GROWTH_MIB = 400
 WORDS = (  # noqa: SIM905 - a word list reads better as text
     "card account refund loan mortgage pin transfer fraud travel insurance stock bond savings credit "
     "debit limit fee branch cheque salary pension tax invoice payment overdraft interest currency "
@@ -56,12 +56,18 @@ def assert_all_stored(distiller: Distiller, calls: int) -> None:
     assert counters.captured >= calls * 0.99  # distinct texts: (almost) nothing merged
 
 
-def report_rss(label: str) -> None:
-    rss = psutil.Process().memory_info().rss / 2**20
-    print(f"\n{label}: peak-ish RSS {rss:.0f} MiB")  # shown with pytest -s
+def rss_mib() -> float:
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def report_rss(label: str, before: float) -> None:
+    rss = rss_mib()
+    print(f"\n{label}: RSS {rss:.0f} MiB (+{rss - before:.0f})")  # shown with pytest -s
+    assert rss - before < MAX_GROWTH_MIB, "memory grew without bound under load"
 
 
 def test_threads(simulator: Simulator, loaded: Distiller) -> None:
+    before = rss_mib()
     client: Any = distillkit.wrap(simulator.client(), loaded)
     texts = distinct_texts(THREADS * PER_THREAD, seed=1)
     failures: list[BaseException] = []
@@ -82,14 +88,13 @@ def test_threads(simulator: Simulator, loaded: Distiller) -> None:
     assert not any(w.is_alive() for w in workers), "a request thread hung"
     assert failures == []
     assert_all_stored(loaded, len(texts))
-    report_rss(f"{THREADS} threads x {PER_THREAD}")
+    report_rss(f"{THREADS} threads x {PER_THREAD}", before)
 
 
 async def test_concurrent_asyncio(simulator: Simulator, loaded: Distiller) -> None:
-    # Every task is in flight at once, queued in an 8-connection pool: the simulator (http.server)
-    # has a listen backlog of 5 and resets bursts of hundreds of new connections, wrapped or not.
-    http = openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_connections=8, max_keepalive_connections=8))
-    client: Any = distillkit.wrap(simulator.async_client(http_client=http), loaded)
+    # Every task is in flight at once, on the SDK's default connection pool.
+    before = rss_mib()
+    client: Any = distillkit.wrap(simulator.async_client(), loaded)
     texts = distinct_texts(CONCURRENT, seed=2)
 
     async def one(text: str) -> str:
@@ -100,4 +105,4 @@ async def test_concurrent_asyncio(simulator: Simulator, loaded: Distiller) -> No
     await client.close()
     assert results == [f"Answer: {t}" for t in texts]
     assert_all_stored(loaded, len(texts))
-    report_rss(f"{CONCURRENT} concurrent asyncio calls")
+    report_rss(f"{CONCURRENT} concurrent asyncio calls", before)
