@@ -1,4 +1,4 @@
-"""The ``distillkit`` command: status, train, export, demo.
+"""The ``distillkit`` command: status, train, export, calibrate, demo.
 
 Every command but ``demo`` works on the store the environment points at (``DISTILLKIT_PATH``
 or ``QDRANT_URL``, read with the same rules as the library, ``.env`` included).
@@ -49,6 +49,13 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             f"{ns:<24}{row['stored']:>8}{row['indexed']:>9}{row['pending']:>9}{row['routed_share']:>8.0%}"
             f"{row['saved_usd']:>10.4f}  {detail}\n"
         )
+        for model, shadow in sorted((row.get("shadow") or {}).items()):
+            agreement = shadow.get("mean_agreement")
+            shown = f"{agreement:.3f}" if isinstance(agreement, (int, float)) else "-"
+            out.write(f"  shadow {model}: agreement {shown} over {shadow.get('samples', 0)} checks\n")
+        demoted = row.get("demoted")
+        if demoted:
+            out.write(f"  demoted {demoted.get('model')}: {demoted.get('reason')}\n")
     return 0
 
 
@@ -91,6 +98,47 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
+    from distillkit.calibrate import calibrate
+
+    distiller = _distiller()
+    saved: str | None = None
+    try:
+        result = calibrate(
+            distiller.store,
+            distiller.embedder,
+            args.namespace,
+            args.target_precision,
+            min_support=args.min_support,
+        )
+        if args.save and result.threshold is not None:
+            if distiller.registry.get(args.namespace) is None:
+                saved = "not saved: the namespace has no active model yet (save once one is trained)"
+            else:
+                distiller.registry.set_threshold(args.namespace, result.threshold)
+                saved = f"saved as the threshold of {args.namespace}"
+        elif args.save:
+            saved = "not saved: no threshold was chosen"
+    finally:
+        distiller.close()
+    if args.json:
+        json.dump({**result.as_dict(), "saved": saved}, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        out.write(f"{args.namespace}: {result.points} points, {result.pairs} leave-one-out pairs\n")
+        out.write(f"{'threshold':>9}{'precision':>11}{'coverage':>10}{'pairs':>7}\n")
+        for c in result.curve:
+            mark = "  <- chosen" if c.threshold == result.threshold else ""
+            out.write(f"{c.threshold:>9.2f}{c.precision:>11.3f}{c.coverage:>10.3f}{c.pairs:>7}{mark}\n")
+        chosen = f"{result.threshold:.2f}" if result.threshold is not None else "none"
+        out.write(f"chosen threshold: {chosen} ({result.reason})\n")
+        if saved:
+            out.write(saved + "\n")
+    if result.threshold is None:
+        return 1
+    return 1 if saved is not None and saved.startswith("not saved") else 0
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from distillkit.demo import run
 
@@ -116,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--namespace", "-n", help="only this namespace")
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
     export.set_defaults(run=cmd_export)
+
+    calibrate = commands.add_parser("calibrate", help="choose a namespace's threshold from its own stored points")
+    calibrate.add_argument("--namespace", "-n", required=True, help="the namespace to calibrate")
+    calibrate.add_argument("--target-precision", type=float, default=0.95, help="precision to reach (default 0.95)")
+    calibrate.add_argument("--min-support", type=int, default=20, help="pairs needed above the threshold (20)")
+    calibrate.add_argument("--save", action="store_true", help="store it as the namespace's threshold")
+    calibrate.add_argument("--json", action="store_true", help="print JSON")
+    calibrate.set_defaults(run=cmd_calibrate)
 
     demo = commands.add_parser("demo", help="run the whole loop offline against the simulator")
     demo.add_argument("--requests", type=int, default=1200)

@@ -25,10 +25,11 @@ from distillkit.capture import CaptureWriter
 from distillkit.config import DistillConfig
 from distillkit.embedders import Embedder, make_embedder
 from distillkit.errors import StoreError
-from distillkit.intercept import Intercepted
+from distillkit.intercept import Intercepted, internal_call
 from distillkit.providers import CompatibleServerProvider, LLMProvider, SameClientProvider
 from distillkit.records import Interaction, StreamAssembler, jsonable, request_params, response_message
 from distillkit.router import ModelRegistry, Request, RouteInfo, Router, attach
+from distillkit.shadow import DEMOTION_KIND, SHADOW_KIND, ShadowChecks, agreement
 from distillkit.stats import NamespaceStats, Stats
 from distillkit.store.base import EmbedderInfo, Point, Store
 from distillkit.streams import AsyncStreamProxy, StreamProxy
@@ -90,6 +91,11 @@ class Distiller:
             raises drops that capture instead of storing it unredacted.
         store_backoff: ``(first, most)`` seconds to wait before reopening a store that failed;
             the wait doubles after each failed reopen. A store given as ``store`` is never reopened.
+        shadow_rate: share (0 to 1) of the requests the distilled model answered (not streamed,
+            not raw) that are also sent to the teacher in the background to compare the answers
+            (see :mod:`distillkit.shadow`); 0 (the default) turns shadow checks off.
+        shadow_floor: a model whose mean agreement falls under this is demoted.
+        shadow_min_samples: checks needed before a model can be demoted.
     """
 
     def __init__(
@@ -104,6 +110,9 @@ class Distiller:
         training_client: Any = None,
         redact: Callable[[str], str] | None = None,
         store_backoff: tuple[float, float] = (1.0, 60.0),
+        shadow_rate: float = 0.0,
+        shadow_floor: float = 0.8,
+        shadow_min_samples: int = 20,
     ) -> None:
         self.config = config if config is not None else DistillConfig.from_env()
         self._store = store
@@ -128,7 +137,15 @@ class Distiller:
         self._stats_saved_at = time.monotonic()
         self._known_namespaces: set[str] = set()
         self._hooks: defaultdict[str, list[Callable[..., Any]]] = defaultdict(list)
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.registry = ModelRegistry(lambda: self.store)
+        self.shadows = ShadowChecks(
+            lambda: self.store,
+            self.registry,
+            rate=shadow_rate,
+            floor=shadow_floor,
+            min_samples=shadow_min_samples,
+        )
         self.router = Router(
             lambda: self.store,
             lambda: self.embedder,
@@ -259,8 +276,19 @@ class Distiller:
         return {namespace: snapshot.get(namespace, NamespaceStats())} if namespace else snapshot
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued capture is stored. False if ``timeout`` ran out first."""
-        return self._writer.flush(timeout)
+        """Wait until every queued capture is stored and every shadow check recorded.
+
+        False if ``timeout`` ran out first.
+        """
+        started = time.monotonic()
+        if not self._writer.flush(timeout):
+            return False
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        return self.wait_shadows(left)
+
+    def wait_shadows(self, timeout: float | None = None) -> bool:
+        """Wait until every shadow check in flight is recorded. False if ``timeout`` ran out first."""
+        return self.shadows.wait(timeout)
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per namespace, from the store (so every process's work counts): points stored, indexed
@@ -269,6 +297,15 @@ class Distiller:
         self._save_stats()
         store = self.store
         namespaces = set(store.list_records(NAMESPACE_KIND)) | set(self.registry.all())
+        demotions = store.list_records(DEMOTION_KIND)
+        namespaces |= set(demotions)
+        shadows: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        for record in store.list_records(SHADOW_KIND).values():
+            if isinstance(record.get("namespace"), str) and isinstance(record.get("model"), str):
+                shadows[record["namespace"]][record["model"]] = {
+                    "samples": record.get("samples", 0),
+                    "mean_agreement": record.get("mean_agreement"),
+                }
         jobs = self.trainer.jobs()
         totals: dict[str, NamespaceStats] = {}
         for record in store.list_records(STATS_KIND).values():
@@ -289,6 +326,8 @@ class Distiller:
                 "active_model": active.model if active else None,
                 "threshold": self.router.threshold(None, active),
                 "job": jobs.get(ns),
+                "shadow": shadows.get(ns, {}),
+                "demoted": demotions.get(ns),
                 **counters.as_dict(),
             }
         return report
@@ -361,6 +400,7 @@ class Distiller:
         """Stop training, flush captures and release the store. Do not use the Distiller afterwards."""
         self.stop()
         self._writer.close()
+        self.wait_shadows(5.0)  # a check still asking the teacher after that is dropped
         if self._store is not None:
             try:
                 self._save_stats()
@@ -398,7 +438,10 @@ class Distiller:
             except Exception as exc:
                 self._student_failed(request, exc)
             else:
-                return self._deliver(request, result, student=True)
+                delivered = self._deliver(request, result, student=True)
+                if self._shadowed(request):
+                    self._shadow(request, result, create)
+                return delivered
         return self._deliver(request, create(**request.kwargs), student=False)
 
     async def ahandle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
@@ -414,8 +457,51 @@ class Distiller:
             except Exception as exc:
                 self._student_failed(request, exc)
             else:
-                return self._deliver(request, result, student=True)
+                delivered = self._deliver(request, result, student=True)
+                if self._shadowed(request):
+                    self._ashadow(request, result, create)
+                return delivered
         return self._deliver(request, await create(**request.kwargs), student=False)
+
+    # --- shadow checks (background) -----------------------------------------------------------
+
+    def _shadowed(self, request: Request) -> bool:
+        """Whether this routed request gets a shadow check (not streamed, not raw, sampled)."""
+        return request.raw is None and not request.stream and self.shadows.sample()
+
+    def _shadow(self, request: Request, result: Any, create: Callable[..., Any]) -> None:
+        assert request.info is not None and request.info.model is not None
+        student, _ = response_message(result)
+        kwargs = dict(request.kwargs)
+
+        def teacher() -> dict[str, Any] | None:
+            with internal_call():
+                return response_message(create(**kwargs))[0]
+
+        self.shadows.start(request.namespace, request.info.model, kwargs, student, teacher)
+
+    def _ashadow(self, request: Request, result: Any, create: Callable[..., Any]) -> None:
+        assert request.info is not None and request.info.model is not None
+        done = self.shadows.track()
+        if done is None:
+            return
+        student, _ = response_message(result)
+        kwargs, namespace, model = dict(request.kwargs), request.namespace, request.info.model
+
+        async def check() -> None:
+            try:
+                with internal_call():
+                    teacher, _ = response_message(await create(**kwargs))
+                score = agreement(kwargs, student, teacher)
+                await asyncio.to_thread(self.shadows.record, namespace, model, score)
+            except Exception as exc:
+                logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
+            finally:
+                done()
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
 
     def _student_kwargs(self, request: Request) -> dict[str, Any]:
         assert request.info is not None and request.info.model is not None

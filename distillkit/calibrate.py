@@ -1,0 +1,147 @@
+"""Pick a namespace's routing threshold from its own stored points.
+
+Leave-one-out: every stored point (indexed or not) is embedded again from its stored ``query``
+and its nearest *other* point of the same namespace and task (fingerprint) is looked up in the
+store. The pair is labelled *agreeing* when both got the same teacher answer
+(:func:`distillkit.router.answer_key`). For a candidate threshold ``t``, *precision* is agreeing
+pairs / pairs with similarity ≥ ``t`` and *coverage* is pairs ≥ ``t`` / all pairs. The chosen
+threshold is the lowest candidate whose precision reaches the target with at least
+``min_support`` pairs above it; with less data nothing is chosen and the configured threshold stays.
+
+It measures whether a neighbour's teacher answer would have been right, which is what routing
+bets on; it only means something where answers repeat (labels, JSON, tool calls), not for free
+text that never repeats word for word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from distillkit.errors import ConfigError
+from distillkit.router import answer_key
+
+if TYPE_CHECKING:
+    from distillkit.embedders import Embedder
+    from distillkit.store.base import Store
+
+__all__ = ["Calibration", "CurvePoint", "calibrate", "candidate_thresholds"]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Precision and coverage of the leave-one-out pairs at one threshold."""
+
+    threshold: float
+    precision: float
+    coverage: float
+    pairs: int
+
+
+@dataclass
+class Calibration:
+    """The result of :func:`calibrate`.
+
+    Attributes:
+        namespace: the namespace measured.
+        target_precision: the precision asked for.
+        points: stored points looked at; ``pairs``: those with a neighbour and an answer.
+        threshold: the chosen threshold, or None when ``reason`` says why none was chosen.
+        curve: one :class:`CurvePoint` per candidate threshold, lowest first.
+    """
+
+    namespace: str
+    target_precision: float
+    min_support: int
+    points: int
+    pairs: int
+    threshold: float | None
+    reason: str
+    curve: list[CurvePoint] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def candidate_thresholds(low: float = 0.5, high: float = 0.99, step: float = 0.01) -> list[float]:
+    """The thresholds tried, lowest first."""
+    count = round((high - low) / step) + 1
+    return [round(low + i * step, 4) for i in range(count)]
+
+
+def _pairs(store: Store, embedder: Embedder, namespace: str, batch_size: int) -> tuple[int, list[tuple[float, bool]]]:
+    """(points looked at, [(similarity to the nearest other point, same teacher answer)])."""
+    points = [p for p in store.scroll(namespace=namespace) if str(p.payload.get("query") or "").strip()]
+    keys = {p.id: answer_key(p.payload) for p in points}
+    pairs: list[tuple[float, bool]] = []
+    for start in range(0, len(points), batch_size):
+        batch = points[start : start + batch_size]
+        vectors = embedder.embed([str(p.payload["query"]) for p in batch])
+        for point, vector in zip(batch, vectors, strict=True):
+            mine = keys[point.id]
+            if mine is None:
+                continue
+            hits = store.search(vector, namespace=namespace, fingerprint=point.payload.get("fingerprint"), limit=2)
+            other = next((h for h in hits if h.id != point.id), None)
+            if other is None:
+                continue
+            theirs = answer_key(other.payload)
+            if theirs is None:
+                continue
+            pairs.append((float(other.score), theirs == mine))
+    return len(points), pairs
+
+
+def calibrate(
+    store: Store,
+    embedder: Embedder,
+    namespace: str,
+    target_precision: float = 0.95,
+    *,
+    min_support: int = 20,
+    thresholds: Sequence[float] | None = None,
+    batch_size: int = 256,
+) -> Calibration:
+    """Measure the namespace's precision/coverage curve and choose a threshold (see the module doc).
+
+    Args:
+        store: where the namespace's points are.
+        embedder: the embedder the store was built with (the Distiller's ``embedder``).
+        namespace: the namespace to calibrate.
+        target_precision: the share of routed-like pairs whose answers must agree (0 < p ≤ 1).
+        min_support: pairs needed at or above a threshold for it to be chosen.
+        thresholds: candidates; default 0.50 to 0.99 by 0.01.
+    """
+    if not 0.0 < target_precision <= 1.0:
+        raise ConfigError(
+            f"target precision {target_precision!r} is not in (0, 1].",
+            variable="target_precision",
+            fix="Use e.g. 0.95.",
+        )
+    count, pairs = _pairs(store, embedder, namespace, batch_size)
+    curve: list[CurvePoint] = []
+    for t in sorted(thresholds if thresholds is not None else candidate_thresholds()):
+        above = [agree for score, agree in pairs if score >= t]
+        precision = sum(above) / len(above) if above else 0.0
+        coverage = len(above) / len(pairs) if pairs else 0.0
+        curve.append(CurvePoint(t, round(precision, 4), round(coverage, 4), len(above)))
+    chosen = next((c for c in curve if c.pairs >= min_support and c.precision >= target_precision), None)
+    if not pairs:
+        reason = "not enough data: no pairs of stored points with answers"
+    elif chosen is not None:
+        reason = f"lowest threshold with precision >= {target_precision} over >= {min_support} pairs"
+    elif any(c.pairs and c.precision >= target_precision for c in curve):
+        reason = f"not enough data: fewer than {min_support} pairs where precision reaches {target_precision}"
+    else:
+        reason = f"no threshold reaches precision {target_precision}"
+    return Calibration(
+        namespace=namespace,
+        target_precision=target_precision,
+        min_support=min_support,
+        points=count,
+        pairs=len(pairs),
+        threshold=chosen.threshold if chosen else None,
+        reason=reason,
+        curve=curve,
+    )

@@ -1,0 +1,209 @@
+"""Shadow checks: is a distilled model still answering like its teacher?
+
+A sampled share (``shadow_rate``) of the requests the distilled model answered is also sent to
+the teacher, in the background (never on the caller's path, never routed nor captured). The two
+answers are compared (:func:`agreement`) and the running count and mean are kept per namespace
+and model in the store's ``shadow`` records. Once a model's mean agreement over at least
+``shadow_min_samples`` checks falls under ``shadow_floor``, it is demoted: the namespace's
+registry entry is removed (so the teacher answers again until a new model is trained) and a
+``demotion`` record says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from distillkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distillkit.router import ModelRegistry
+    from distillkit.store.base import Store
+
+__all__ = ["DEMOTION_KIND", "SHADOW_KIND", "ShadowChecks", "agreement"]
+
+logger = logging.getLogger("distillkit")
+
+SHADOW_KIND = "shadow"
+DEMOTION_KIND = "demotion"
+
+
+def _calls(message: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    out = []
+    for call in message.get("tool_calls") or []:
+        function = (call.get("function") if isinstance(call, Mapping) else None) or {}
+        arguments = function.get("arguments")
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            parsed = arguments
+        out.append((function.get("name"), parsed))
+    return out
+
+
+def agreement(kwargs: Mapping[str, Any], student: Mapping[str, Any] | None, teacher: Mapping[str, Any] | None) -> float:
+    """How alike two answers are, from 0 to 1.
+
+    Tool calls (names and parsed arguments) and JSON content (``response_format`` json) must
+    match exactly (1 or 0); other text is compared with :class:`difflib.SequenceMatcher`, with
+    whitespace collapsed.
+    """
+    student, teacher = student or {}, teacher or {}
+    if student.get("tool_calls") or teacher.get("tool_calls"):
+        return float(_calls(student) == _calls(teacher))
+    a, b = student.get("content") or "", teacher.get("content") or ""
+    response_format = kwargs.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind in ("json_object", "json_schema"):
+        try:
+            return float(json.loads(a) == json.loads(b))
+        except ValueError:
+            return float(a == b)
+    a, b = " ".join(str(a).split()), " ".join(str(b).split())
+    if a == b:
+        return 1.0
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def _check(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value!r} is not in [{low}, {high}].", variable=name, fix=f"Use {low} to {high}.")
+
+
+class ShadowChecks:
+    """Runs shadow checks in daemon threads and records them (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        registry: ModelRegistry,
+        *,
+        rate: float,
+        floor: float,
+        min_samples: int,
+        max_in_flight: int = 4,
+    ) -> None:
+        _check("shadow_rate", rate, 0.0, 1.0)
+        _check("shadow_floor", floor, 0.0, 1.0)
+        if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+            raise ConfigError(
+                f"shadow_min_samples={min_samples!r} is not a positive integer.",
+                variable="shadow_min_samples",
+                fix="Use e.g. 20.",
+            )
+        self.rate, self.floor, self.min_samples = rate, floor, min_samples
+        self._store = store
+        self._registry = registry
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._pending = {"thread": 0, "task": 0}  # checks in flight, in threads and in asyncio tasks
+        self._idle = threading.Condition()
+        self._record_lock = threading.Lock()
+        self._random = random.Random()
+
+    def sample(self) -> bool:
+        """Whether this routed request gets a shadow check."""
+        return self.rate > 0 and self._random.random() < self.rate
+
+    def _begin(self, kind: str) -> bool:
+        if not self._slots.acquire(blocking=False):
+            return False  # too many in flight: skip this one rather than pile up
+        with self._idle:
+            self._pending[kind] += 1
+        return True
+
+    def _end(self, kind: str) -> None:
+        self._slots.release()
+        with self._idle:
+            self._pending[kind] -= 1
+            self._idle.notify_all()
+
+    def start(
+        self,
+        namespace: str,
+        model: str,
+        kwargs: dict[str, Any],
+        student: dict[str, Any] | None,
+        teacher_call: Callable[[], dict[str, Any] | None],
+    ) -> bool:
+        """Ask the teacher in a daemon thread and record the agreement; False when skipped."""
+        if not self._begin("thread"):
+            return False
+
+        def run() -> None:
+            try:
+                self.record(namespace, model, agreement(kwargs, student, teacher_call()))
+            except Exception as exc:
+                logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
+            finally:
+                self._end("thread")
+
+        threading.Thread(target=run, name="distillkit-shadow", daemon=True).start()
+        return True
+
+    def track(self) -> Callable[[], None] | None:
+        """For a check run in an asyncio task: take a slot; returns the call that frees it."""
+        return (lambda: self._end("task")) if self._begin("task") else None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no check is in flight. False if ``timeout`` ran out first.
+
+        Called on a thread running an event loop, it waits only for the checks in threads:
+        blocking that loop would keep its own shadow tasks from ever finishing.
+        """
+        try:
+            asyncio.get_running_loop()
+            kinds: tuple[str, ...] = ("thread",)
+        except RuntimeError:
+            kinds = ("thread", "task")
+        with self._idle:
+            return self._idle.wait_for(lambda: all(self._pending[k] == 0 for k in kinds), timeout)
+
+    def record(self, namespace: str, model: str, score: float) -> None:
+        """Add one check to the model's record; demote the model when it falls under the floor."""
+        store = self._store()
+        key = f"{namespace}:{model}"
+        with self._record_lock:
+            saved = store.get_record(SHADOW_KIND, key) or {}
+            samples = int(saved.get("samples") or 0) + 1
+            total = float(saved.get("agreement_sum") or 0.0) + score
+            mean = total / samples
+            store.put_record(
+                SHADOW_KIND,
+                key,
+                {
+                    "namespace": namespace,
+                    "model": model,
+                    "samples": samples,
+                    "agreement_sum": total,
+                    "mean_agreement": round(mean, 4),
+                    "updated_at": time.time(),
+                },
+            )
+            if samples < self.min_samples or mean >= self.floor:
+                return
+            active = self._registry.get(namespace)
+            if active is None or active.model != model:
+                return
+            reason = f"shadow agreement {mean:.3f} < floor {self.floor} over {samples} checks"
+            store.put_record(
+                DEMOTION_KIND,
+                namespace,
+                {
+                    "namespace": namespace,
+                    "model": model,
+                    "mean_agreement": round(mean, 4),
+                    "samples": samples,
+                    "floor": self.floor,
+                    "at": time.time(),
+                    "reason": reason,
+                },
+            )
+            self._registry.deactivate(namespace)
+        logger.warning("distillkit: %s demoted in %r (%s); the teacher answers", model, namespace, reason)
