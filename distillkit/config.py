@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 from distillkit.errors import ConfigError
 
-__all__ = ["DEFAULT_BASE_MODEL", "EMBEDDERS", "ENV", "ROUTING_RULES", "DistillConfig", "parse_duration"]
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "EMBEDDERS",
+    "ENV",
+    "FINE_TUNING_PROVIDERS",
+    "ROUTING_RULES",
+    "DistillConfig",
+    "parse_duration",
+]
 
 #: Small model that OpenAI still fine-tunes and whose fine-tunes are not on the 2027-01-14
 #: retirement list (gpt-4o / 4o-mini / 4.1 / 4.1-mini are).
@@ -30,6 +38,10 @@ TrainingMode = Literal["incremental", "full"]
 #: Routing rules accepted by ``DISTILLKIT_ROUTING_RULE`` (see :mod:`distillkit.router`).
 ROUTING_RULES = ("top1", "agreement")
 RoutingRule = Literal["top1", "agreement"]
+
+#: Fine-tuning providers accepted by ``DISTILLKIT_FINE_TUNING`` (see :mod:`distillkit.training`).
+FINE_TUNING_PROVIDERS = ("openai", "lora")
+FineTuning = Literal["openai", "lora"]
 
 
 class ENV:
@@ -51,6 +63,8 @@ class ENV:
     ROUTING_RULE = "DISTILLKIT_ROUTING_RULE"
     NEIGHBOURS = "DISTILLKIT_NEIGHBOURS"
     AGREEMENT_MARGIN = "DISTILLKIT_AGREEMENT_MARGIN"
+    FINE_TUNING = "DISTILLKIT_FINE_TUNING"
+    LORA_DIR = "DISTILLKIT_LORA_DIR"
     QDRANT_URL = "QDRANT_URL"
     QDRANT_API_KEY = "QDRANT_API_KEY"
 
@@ -118,6 +132,11 @@ class DistillConfig:
     routing_rule: RoutingRule = "agreement"
     neighbours: int = 5
     agreement_margin: float = 0.02
+    #: ``openai``: OpenAI's fine-tuning API. ``lora``: LoRA adapters trained on this machine from
+    #: ``base_model`` (an open model), kept in ``lora_dir`` and registered with the vLLM server at
+    #: ``distilled_base_url`` (:mod:`distillkit.training.lora`).
+    fine_tuning: FineTuning = "openai"
+    lora_dir: str = "./.distillkit-lora"
 
     def __post_init__(self) -> None:
         for name, variable in (("threshold", ENV.THRESHOLD), ("dedup_threshold", None)):
@@ -179,6 +198,18 @@ class DistillConfig:
                 variable=ENV.AGREEMENT_MARGIN,
                 fix="Use a similarity margin between 0 and 1, for example 0.02.",
             )
+        if self.fine_tuning not in FINE_TUNING_PROVIDERS:
+            raise ConfigError(
+                f"{ENV.FINE_TUNING}={self.fine_tuning!r} is not a fine-tuning provider.",
+                variable=ENV.FINE_TUNING,
+                fix=f"Use one of {', '.join(FINE_TUNING_PROVIDERS)}.",
+            )
+        if self.fine_tuning == "lora" and self.base_model == DEFAULT_BASE_MODEL:
+            raise ConfigError(
+                f"{ENV.FINE_TUNING}=lora trains an open model, and {ENV.BASE_MODEL} is {DEFAULT_BASE_MODEL}.",
+                variable=ENV.BASE_MODEL,
+                fix="Set it to a local folder or a hub id, for example Qwen/Qwen2.5-0.5B-Instruct.",
+            )
         for name in ("capture_queue_size", "capture_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.", variable=name)
@@ -216,6 +247,8 @@ class DistillConfig:
             "base_model": ENV.BASE_MODEL,
             "training_mode": ENV.TRAINING_MODE,
             "routing_rule": ENV.ROUTING_RULE,
+            "fine_tuning": ENV.FINE_TUNING,
+            "lora_dir": ENV.LORA_DIR,
             "distilled_base_url": ENV.DISTILLED_BASE_URL,
             "distilled_api_key": ENV.DISTILLED_API_KEY,
             "qdrant_url": ENV.QDRANT_URL,

@@ -81,8 +81,10 @@ class Distiller:
             ``config.distilled_base_url``.
         dataset_provider: turns captured records into a training file; default: OpenAI's chat
             fine-tuning JSONL.
-        fine_tuning_provider: starts and polls training jobs; default: OpenAI's fine-tuning API
-            through ``training_client`` (default ``openai.OpenAI()`` from the environment).
+        fine_tuning_provider: starts and polls training jobs; default: the one
+            ``config.fine_tuning`` names: OpenAI's fine-tuning API through ``training_client``
+            (default ``openai.OpenAI()`` from the environment), or LoRA adapters of
+            ``config.base_model`` registered with the vLLM server at ``config.distilled_base_url``.
         training_client: the OpenAI client the default fine-tuning provider uses.
         redact: applied to every text field of a teacher interaction (messages, answer, query)
             before it is stored, e.g. :func:`distillkit.redact.pii`; the fields it changed are
@@ -347,10 +349,10 @@ class Distiller:
         if self._trainer is None:
             with self._open_lock:
                 if self._trainer is None:
-                    from distillkit.training import OpenAIDatasetProvider, OpenAIFineTuningProvider, Trainer
+                    from distillkit.training import OpenAIDatasetProvider, Trainer
 
                     dataset = self._dataset_provider or OpenAIDatasetProvider()
-                    fine_tuning = self._fine_tuning_provider or OpenAIFineTuningProvider(self._training_client)
+                    fine_tuning = self._fine_tuning_provider or self._configured_fine_tuning()
                     self._trainer = Trainer(
                         store=lambda: self.store,
                         registry=self.registry,
@@ -359,6 +361,20 @@ class Distiller:
                         fine_tuning_provider=fine_tuning,
                     )
         return self._trainer
+
+    def _configured_fine_tuning(self) -> FineTuningProvider:
+        """The provider ``config.fine_tuning`` names."""
+        config = self.config
+        if config.fine_tuning == "lora":
+            from distillkit.training.lora import LoRAFineTuningProvider, VLLMServer
+
+            server = None
+            if config.distilled_base_url:  # the server that serves the adapters also loads them
+                server = VLLMServer(config.distilled_base_url, config.distilled_api_key)
+            return LoRAFineTuningProvider(config.lora_dir, base_model=config.base_model, server=server)
+        from distillkit.training import OpenAIFineTuningProvider
+
+        return OpenAIFineTuningProvider(self._training_client)
 
     def start(self) -> None:
         """Start the training scheduler thread: a round every ``config.train_every`` seconds."""

@@ -59,6 +59,7 @@ def test_every_variable_is_read() -> None:
         (ENV.MIN_EXAMPLES, "3", ">= 10"),
         (ENV.TRAINING_MODE, "sometimes", "incremental or full"),
         (ENV.ROUTE, "maybe", "true or false"),
+        (ENV.FINE_TUNING, "azure", "openai, lora"),
     ],
 )
 def test_invalid_values_name_the_variable_and_what_it_accepts(variable: str, value: str, accepted: str) -> None:
@@ -89,3 +90,33 @@ def test_config_is_frozen_and_replace_validates() -> None:
     assert config.replace(threshold=0.5).threshold == 0.5
     with pytest.raises(ConfigError):
         config.replace(threshold=-1)
+
+
+def test_lora_fine_tuning_is_configured_from_the_environment(tmp_path: Path) -> None:
+    from distillkit import Distiller
+    from distillkit.training import LoRAFineTuningProvider
+
+    environ = {
+        ENV.PATH: str(tmp_path / "store"),
+        ENV.FINE_TUNING: "lora",
+        ENV.BASE_MODEL: "Qwen/Qwen2.5-0.5B-Instruct",
+        ENV.LORA_DIR: str(tmp_path / "adapters"),
+        ENV.DISTILLED_BASE_URL: "http://gpu-box:8000/v1",
+    }
+    distiller = Distiller(DistillConfig.from_env(environ))
+    try:
+        provider = distiller.trainer.fine_tuning_provider
+        assert isinstance(provider, LoRAFineTuningProvider)
+        assert provider.work_dir == tmp_path / "adapters"
+        assert provider.base_model == "Qwen/Qwen2.5-0.5B-Instruct"
+        # Adapters are loaded into the server that serves the distilled model.
+        assert provider.server is not None and provider.server.base_url == "http://gpu-box:8000/v1"
+    finally:
+        distiller.close()
+
+
+def test_lora_fine_tuning_of_an_openai_base_model_names_the_variable_to_set() -> None:
+    with pytest.raises(ConfigError) as error:
+        DistillConfig.from_env({ENV.FINE_TUNING: "lora"})
+    assert error.value.variable == ENV.BASE_MODEL
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in str(error.value)

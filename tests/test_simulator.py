@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -419,13 +420,21 @@ def test_models(sim: Simulator, client: openai.OpenAI) -> None:
     assert "my-student" in {m.id for m in client.models.list()}
 
 
-def test_lora_load_unload(sim: Simulator, client: openai.OpenAI) -> None:
+def _adapter(folder: Path) -> str:
+    """A folder that looks like a saved adapter to the simulator (as to vLLM: adapter_config.json)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text("{}")
+    return str(folder)
+
+
+def test_lora_load_unload(sim: Simulator, client: openai.OpenAI, tmp_path: Path) -> None:
     url = sim.base_url
-    r = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": "student-v1", "lora_path": "/tmp/a"})
+    path = _adapter(tmp_path / "a")
+    r = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": "student-v1", "lora_path": path})
     assert r.status_code == 200
     assert r.text == "Success: LoRA adapter 'student-v1' added successfully."
-    assert sim.lora_adapters == {"student-v1": "/tmp/a"}
-    again = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": "student-v1", "lora_path": "/tmp/a"})
+    assert sim.lora_adapters == {"student-v1": path}
+    again = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": "student-v1", "lora_path": path})
     assert again.status_code == 400
     sim.student_answer = lambda req: "from the adapter"
     reply = client.chat.completions.create(model="student-v1", messages=USER)
@@ -436,8 +445,15 @@ def test_lora_load_unload(sim: Simulator, client: openai.OpenAI) -> None:
     assert sim.lora_adapters == {}
 
 
-def test_lora_via_sdk_post(sim: Simulator, client: openai.OpenAI) -> None:
-    text = client.post("/load_lora_adapter", body={"lora_name": "x", "lora_path": "/p"}, cast_to=str)
+def test_lora_path_without_an_adapter_is_refused(sim: Simulator, tmp_path: Path) -> None:
+    r = httpx.post(f"{sim.base_url}/load_lora_adapter", json={"lora_name": "x", "lora_path": str(tmp_path)})
+    assert r.status_code == 400 and "No adapter found" in r.text
+    assert sim.lora_adapters == {}
+
+
+def test_lora_via_sdk_post(sim: Simulator, client: openai.OpenAI, tmp_path: Path) -> None:
+    path = _adapter(tmp_path / "p")
+    text = client.post("/load_lora_adapter", body={"lora_name": "x", "lora_path": path}, cast_to=str)
     assert "added successfully" in text
     assert "x" in sim.lora_adapters
 

@@ -24,6 +24,7 @@ import copy
 import functools
 import hashlib
 import json
+import os
 import re
 import socket
 import struct
@@ -1515,10 +1516,14 @@ class Simulator:
         if not isinstance(body, dict) or not body.get("lora_name") or not body.get("lora_path"):
             raise _ApiError(400, "Both 'lora_name' and 'lora_path' must be provided.")
         name = str(body["lora_name"])
+        path = str(body["lora_path"])
+        if not os.path.isfile(os.path.join(path, "adapter_config.json")):
+            # vLLM reads the adapter when it loads it: a path it cannot read is refused.
+            raise _ApiError(400, f"Loading lora {name} failed: No adapter found for {path}", param="lora_path")
         with self._lock:
             if name in self._lora:
                 raise _ApiError(400, f"The lora adapter '{name}' has already been loaded.", param="lora_name")
-            self._lora[name] = str(body["lora_path"])
+            self._lora[name] = path
         return _Response(200, f"Success: LoRA adapter '{name}' added successfully.".encode(), "text/plain")
 
     def _unload_lora(self, body: Any) -> _Response:

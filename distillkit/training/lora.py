@@ -1,0 +1,412 @@
+"""Open-weights distillation: LoRA adapters on a small open model, served by vLLM.
+
+OpenAI stops new fine-tuning jobs on 2027-01-06; this provider keeps the loop going on
+hardware you control. It reads the same training file as OpenAI's provider (the chat JSONL of
+:class:`~distillkit.training.OpenAIDatasetProvider`), so nothing upstream changes:
+
+* :meth:`LoRAFineTuningProvider.start` writes the file into a job folder and starts a
+  **separate process** (``python -m distillkit.training._lora_worker``) that applies the base
+  model's own chat template, trains a LoRA adapter with transformers + peft, and writes its
+  status, progress (step, loss) and log into that folder. Training never runs in the
+  application's process, and a crash there is a failed job, not a crashed application.
+* :meth:`~LoRAFineTuningProvider.poll` reads the folder. Once the adapter is saved, it is
+  registered with a running vLLM server through its runtime LoRA API
+  (``POST /v1/load_lora_adapter``), under the name the router then sends requests to.
+* :meth:`~LoRAFineTuningProvider.cancel` stops the process.
+
+Everything about a job lives in its folder, so a restarted application (or a ``distillkit
+train`` worker) polls a job that an earlier process started. Whether the training process is
+still alive is told by an advisory lock (``flock``) that it holds on ``lock`` for as long as it
+runs: the lock is taken before the process starts and goes away with it, however it ends.
+
+Install with ``pip install 'distillkit[lora]'`` (torch, transformers, peft). Only the training
+process imports them; this module does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distillkit.config import DEFAULT_BASE_MODEL
+from distillkit.errors import ConfigError
+from distillkit.training.providers import FineTuningProvider, JobState, JobStatus
+
+__all__ = ["LoRAFineTuningProvider", "LoRASettings", "VLLMServer", "read_json", "write_json"]
+
+logger = logging.getLogger("distillkit")
+
+#: Files of a job folder (the training process writes ``status.json``, ``metrics.json``, the log
+#: and ``adapter/``; this module writes the rest).
+SPEC, DATA, STATUS, METRICS, LOG, LOCK, CANCEL, ADAPTER = (
+    "job.json",
+    "train.jsonl",
+    "status.json",
+    "metrics.json",
+    "train.log",
+    "lock",
+    "cancel",
+    "adapter",
+)
+
+#: A job folder's states: ``queued`` (process starting), ``running``, ``trained`` (adapter saved,
+#: not yet registered with the server), then ``succeeded``, ``failed`` or ``cancelled``.
+_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+#: A folder's state as a job state (registering with the server is part of the job).
+_STATES: dict[str, JobState] = {
+    "queued": "queued",
+    "running": "running",
+    "trained": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+@dataclass(frozen=True)
+class LoRASettings:
+    """How the adapter is trained. The defaults suit a 0.5B-1.5B instruct model on one GPU.
+
+    Attributes:
+        rank: LoRA rank ``r``; vLLM needs ``--max-lora-rank`` at least this (its default is 16).
+        alpha: LoRA scaling ``lora_alpha``.
+        dropout: LoRA dropout.
+        target_modules: the layers adapted: ``"all-linear"`` (peft's shortcut) or module names.
+        epochs: passes over the examples.
+        learning_rate: peak learning rate (AdamW, linear decay to 0 after a short warm-up).
+        batch_size: examples per optimiser step.
+        max_length: tokens per example at most; a longer prompt loses its oldest tokens, the answer
+            is kept.
+        seed: for the shuffling and the adapter's initial weights.
+        device: ``"cuda"``, ``"cpu"``, ... (default: CUDA when available).
+        local_files_only: never contact a model hub (the base model must be a local folder or in
+            the cache); the default is to do what transformers does.
+    """
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+    epochs: int = 2
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    max_length: int = 2048
+    seed: int = 0
+    device: str | None = None
+    local_files_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"LoRASettings.{name}={value!r} must be an integer >= 1.", variable=name)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoRASettings.dropout={self.dropout!r} is outside [0, 1).", variable="dropout")
+        if not self.learning_rate > 0:
+            raise ConfigError(
+                f"LoRASettings.learning_rate={self.learning_rate!r} is not positive.", variable="learning_rate"
+            )
+
+
+class VLLMServer:
+    """A running vLLM server's runtime LoRA API (also spoken by :class:`distillkit.testing.Simulator`).
+
+    The server must be started with LoRA enabled and runtime updates allowed::
+
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve Qwen/Qwen2.5-0.5B-Instruct \\
+            --enable-lora --max-lora-rank 16 --port 8000
+
+    It must also see the adapter folders at the same paths (same machine, or a shared volume).
+
+    Args:
+        base_url: the server's OpenAI-compatible base URL, e.g. ``http://localhost:8000/v1``
+            (the same value as ``DISTILLKIT_DISTILLED_BASE_URL``).
+        api_key: sent as a bearer token when the server was started with ``--api-key``.
+        timeout: seconds per request (loading an adapter takes a moment on a busy server).
+    """
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
+
+    def __repr__(self) -> str:  # never show the key
+        return f"VLLMServer(base_url={self.base_url!r})"
+
+    def load_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Register the adapter in ``path`` as model ``name``; loading it again is not an error.
+
+        Raises:
+            RuntimeError: the server refused (the message is the server's) or could not be reached.
+        """
+        status, text = self._post("load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+        if status == 200 or (status == 400 and "already been loaded" in text):
+            return
+        raise RuntimeError(f"vLLM refused to load adapter {name!r} (HTTP {status}): {text[:300]}")
+
+    def unload_adapter(self, name: str) -> None:
+        """Unregister model ``name``; an adapter that is not loaded is not an error."""
+        status, text = self._post("unload_lora_adapter", {"lora_name": name})
+        if status not in (200, 404):
+            raise RuntimeError(f"vLLM refused to unload adapter {name!r} (HTTP {status}): {text[:300]}")
+
+    def _post(self, endpoint: str, body: dict[str, Any]) -> tuple[int, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        request = urllib.request.Request(
+            f"{self.base_url}/{endpoint}", data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                return response.status, response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise RuntimeError(f"could not reach vLLM at {self.base_url}: {exc}") from None
+
+
+class LoRAFineTuningProvider(FineTuningProvider):
+    """Trains LoRA adapters in separate processes; registers them with vLLM.
+
+    Args:
+        work_dir: where job folders are kept (created owner-only). Adapters stay here: vLLM loads
+            them from these paths, so keep it on a disk the server can read.
+        base_model: the open model to adapt: a local folder or a hub id such as
+            ``Qwen/Qwen2.5-0.5B-Instruct``. Default: the ``base_model`` the trainer passes
+            (``DISTILLKIT_BASE_MODEL``), which must then name an open model.
+        server: where adapters are registered once trained (a :class:`VLLMServer` or its base
+            URL). ``None``: the adapter's name is activated without registering it, for a
+            server you load adapters into yourself.
+        settings: hyperparameters (:class:`LoRASettings`).
+        python: the interpreter that runs training (default: this one); it needs
+            ``distillkit[lora]`` installed.
+
+    Incremental training: when the trainer passes one of this provider's own adapters as the
+    base model (the namespace's active model), the new job starts from that adapter's weights
+    and trains it further on the new examples.
+
+    Example:
+        >>> provider = LoRAFineTuningProvider(  # doctest: +SKIP
+        ...     "/srv/distillkit/lora",
+        ...     base_model="Qwen/Qwen2.5-0.5B-Instruct",
+        ...     server="http://localhost:8000/v1",
+        ... )
+        >>> distiller = Distiller(fine_tuning_provider=provider)  # doctest: +SKIP
+    """
+
+    name = "lora"
+
+    def __init__(
+        self,
+        work_dir: str | os.PathLike[str],
+        *,
+        base_model: str | None = None,
+        server: VLLMServer | str | None = None,
+        settings: LoRASettings | None = None,
+        python: str | None = None,
+    ) -> None:
+        self.work_dir = Path(work_dir).expanduser().resolve()
+        self.base_model = base_model
+        self.server = VLLMServer(server) if isinstance(server, str) else server
+        self.settings = settings or LoRASettings()
+        self.python = python or sys.executable
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"LoRAFineTuningProvider(work_dir={str(self.work_dir)!r}, base_model={self.base_model!r})"
+
+    # --- FineTuningProvider ---------------------------------------------------------------------
+
+    def start(self, training_file: bytes, *, base_model: str, namespace: str, suffix: str | None = None) -> str:
+        base, init_adapter = self._resolve_base(base_model)
+        job_id = f"distillkit-{suffix or 'lora'}-{uuid.uuid4().hex[:12]}"
+        folder = self.job_dir(job_id)
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700)
+        (folder / DATA).write_bytes(training_file)
+        spec = {
+            "job_id": job_id,
+            "namespace": namespace,
+            "base_model": base,
+            "init_adapter": init_adapter,
+            "settings": asdict(self.settings),
+            "created_at": time.time(),
+        }
+        write_json(folder / SPEC, spec)
+        write_json(folder / STATUS, {"state": "queued", "updated_at": time.time()})
+        import fcntl  # POSIX only, like the process handling here; imported where used
+
+        # Take the lock before the process exists and hand it over: from here until the
+        # process ends, however it ends, the lock is held, and poll() can tell.
+        lock = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with open(folder / LOG, "ab") as log:
+                process = subprocess.Popen(
+                    [self.python, "-m", "distillkit.training._lora_worker", str(folder), str(lock)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(lock,),
+                    start_new_session=True,  # a Ctrl-C meant for the application does not reach it
+                )
+        finally:
+            os.close(lock)
+        spec["pid"] = process.pid
+        write_json(folder / SPEC, spec)
+        self._processes[job_id] = process
+        logger.info("distillkit: LoRA job %s started (pid %d) from %s", job_id, process.pid, base)
+        return job_id
+
+    def poll(self, job_id: str) -> JobStatus:
+        folder = self.job_dir(job_id)
+        status = read_json(folder / STATUS)
+        if status is None:
+            return JobStatus("failed", error=f"no LoRA job folder at {folder}")
+        state = status.get("state")
+        if state in _TERMINAL:
+            return self._status(status)
+        cancelled = (folder / CANCEL).exists()
+        if state == "trained":
+            return self._status(self._cancelled(folder) if cancelled else self._register(folder, status))
+        if not self._alive(job_id):
+            # Read again: the process may have written its last status just before exiting.
+            status = read_json(folder / STATUS) or status
+            if status.get("state") in _TERMINAL or status.get("state") == "trained":
+                return self.poll(job_id)
+            if cancelled:
+                return self._status(self._cancelled(folder))
+            code = self._exit_code(job_id)
+            how = f"exit code {code}" if code is not None and code >= 0 else "killed" if code else "gone"
+            error = f"the training process ended without finishing ({how}); see {folder / LOG}"
+            return self._status(self._end(folder, "failed", error=error))
+        return self._status(status)
+
+    def cancel(self, job_id: str) -> None:
+        folder = self.job_dir(job_id)
+        if not folder.is_dir():
+            raise ValueError(f"no LoRA job {job_id!r} in {self.work_dir}")
+        (folder / CANCEL).touch()
+        pid = (read_json(folder / SPEC) or {}).get("pid")
+        if isinstance(pid, int) and self._alive(job_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)  # the worker stops at its next step
+
+    # --- job folders --------------------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        """The folder of job ``job_id`` (its adapter is in ``adapter/``, its log in ``train.log``)."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", job_id) or job_id.startswith("."):
+            raise ValueError(f"{job_id!r} is not a LoRA job id")
+        return self.work_dir / job_id
+
+    def metrics(self, job_id: str) -> dict[str, Any] | None:
+        """What the training process measured (losses, seconds, examples, tokens, peak memory)."""
+        return read_json(self.job_dir(job_id) / METRICS)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _resolve_base(self, requested: str) -> tuple[str, str | None]:
+        """The base weights to load, and the adapter to continue from (incremental training)."""
+        if re.fullmatch(r"[A-Za-z0-9._-]+", requested) and not requested.startswith("."):
+            previous = self.work_dir / requested
+            spec = read_json(previous / SPEC)
+            if spec is not None and (previous / ADAPTER / "adapter_config.json").is_file():
+                return str(spec["base_model"]), str(previous / ADAPTER)
+        base = self.base_model or requested
+        if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
+            raise ConfigError(
+                f"LoRA training needs an open-weights base model, not {base!r}.",
+                variable="DISTILLKIT_BASE_MODEL",
+                fix="Pass LoRAFineTuningProvider(base_model=...) or set DISTILLKIT_BASE_MODEL to a local folder "
+                "or a hub id such as Qwen/Qwen2.5-0.5B-Instruct.",
+            )
+        return base, None
+
+    def _alive(self, job_id: str) -> bool:
+        """Whether the job's training process still runs (it holds the folder's lock until it ends)."""
+        import fcntl
+
+        process = self._processes.get(job_id)
+        if process is not None and process.poll() is None:
+            return True
+        try:
+            fd = os.open(self.job_dir(job_id) / LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing also releases a lock taken just now
+        return False
+
+    def _exit_code(self, job_id: str) -> int | None:
+        process = self._processes.pop(job_id, None)
+        return process.poll() if process is not None else None
+
+    def _register(self, folder: Path, status: dict[str, Any]) -> dict[str, Any]:
+        """Make the trained adapter servable, then mark the job succeeded."""
+        name = folder.name
+        if self.server is not None:
+            try:
+                self.server.load_adapter(name, folder / ADAPTER)
+            except RuntimeError as exc:
+                # The training is not lost: the next poll tries again (job_timeout bounds it).
+                logger.warning("distillkit: LoRA job %s trained, not registered yet: %s", name, exc)
+                return {**status, "progress": f"trained; waiting for the server: {exc}"}
+        return self._end(folder, "succeeded", model=name)
+
+    def _cancelled(self, folder: Path) -> dict[str, Any]:
+        return self._end(folder, "cancelled", error="cancelled")
+
+    @staticmethod
+    def _end(folder: Path, state: str, **fields: Any) -> dict[str, Any]:
+        status = {**(read_json(folder / STATUS) or {}), "state": state, "updated_at": time.time(), **fields}
+        write_json(folder / STATUS, status)
+        return status
+
+    @staticmethod
+    def _status(status: dict[str, Any]) -> JobStatus:
+        state: JobState = _STATES.get(str(status.get("state")), "failed")
+        progress = status.get("progress")
+        if progress is None and status.get("step") is not None:
+            progress = f"step {status['step']}/{status.get('total_steps')}, loss {status.get('loss', float('nan')):.4f}"
+        return JobStatus(
+            state,
+            model=status.get("model") if state == "succeeded" else None,
+            error=status.get("error"),
+            trained_tokens=status.get("trained_tokens"),
+            progress=progress,
+        )
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (a reader sees the old file or the new one, never half of one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when the file is missing or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
