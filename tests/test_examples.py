@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -31,6 +32,15 @@ def run(*args: str) -> str:
 )
 def test_example_runs(script: str, expected: str) -> None:
     assert expected in run(str(EXAMPLES / script))
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("peft"), reason="needs distillkit[lora]")
+def test_lora_example_routes_to_the_adapter_which_answers_in_the_teachers_words() -> None:
+    output = run(str(EXAMPLES / "lora_student.py"))
+    assert "LoRA job succeeded: 10 examples" in output
+    assert "'Has my card been shipped?'                -> distillkit-default-" in output
+    assert ": Your card ships within 3 days." in output
+    assert "'What is the capital of France?'           -> gpt-4.1" in output
 
 
 def test_demo_shows_the_distilled_model_taking_over() -> None:
