@@ -60,7 +60,7 @@ class _Captured:
     messages: list[Any]
     message: dict[str, Any] | None
     finish_reason: str | None
-    usage: dict[str, Any] | None
+    usage: Any  # the SDK's usage object, or a dict from a stream; made JSON off the hot path
 
 
 class Distiller:
@@ -570,8 +570,7 @@ class Distiller:
         if completion is not result:
             attach(completion, info)
         message, finish_reason = response_message(completion)
-        usage = jsonable(getattr(completion, "usage", None))
-        self._finished(request, student, message, finish_reason, usage)
+        self._finished(request, student, message, finish_reason, getattr(completion, "usage", None))
         return result
 
     def _stream_done(self, request: Request, student: bool) -> Callable[[StreamAssembler, bool], None]:
@@ -587,7 +586,7 @@ class Distiller:
         student: bool,
         message: dict[str, Any] | None,
         finish_reason: str | None,
-        usage: dict[str, Any] | None,
+        usage: Any,
     ) -> None:
         model = request.info.model if student and request.info else request.teacher_model
         self._stats.add_usage(request.namespace, str(model), usage, request.teacher_model if student else None)
@@ -617,7 +616,7 @@ class Distiller:
                 response=jsonable(item.message or {}),
                 teacher_model=request.teacher_model,
                 finish_reason=item.finish_reason,
-                usage=item.usage,
+                usage=jsonable(item.usage),
                 vector=request.vector,
             )
             if not interaction.trainable or not interaction.query.strip():

@@ -43,18 +43,24 @@ def _import_quietly(name: str) -> Any:
     """Import a module that calls ``logging.basicConfig`` at import time, undoing that.
 
     wordllama 0.4 configures the root logger (level INFO, a stderr handler) when imported,
-    which would make every HTTP request of the host program print a line.
+    which would make every HTTP request of the host program print a line. Serialised: a second
+    thread saving the logger's state while the first one's import runs would save the polluted
+    state and restore it last (two capture writers starting at once did exactly that).
     """
     import importlib
     import logging
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return importlib.import_module(name)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    with _QUIET_IMPORT:
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            return importlib.import_module(name)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+
+_QUIET_IMPORT = threading.Lock()
 
 
 class WordLlamaEmbedder:

@@ -35,6 +35,11 @@ def _price(model: str) -> tuple[float, float]:
     return PRICES.get(best, (0.0, 0.0))
 
 
+def _tokens(usage: Any, name: str) -> int:
+    value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+    return int(value or 0)
+
+
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     """Estimated USD cost of a call, from :data:`PRICES`."""
     price_in, price_out = _price(model)
@@ -79,14 +84,15 @@ class Stats:
             for name, value in increments.items():
                 setattr(entry, name, getattr(entry, name) + value)
 
-    def add_usage(
-        self, namespace: str, model: str, usage: Mapping[str, Any] | None, teacher_model: str | None = None
-    ) -> None:
-        """Count a call's tokens; for a distilled call, what the teacher would have cost is saved."""
+    def add_usage(self, namespace: str, model: str, usage: Any, teacher_model: str | None = None) -> None:
+        """Count a call's tokens; for a distilled call, what the teacher would have cost is saved.
+
+        ``usage`` is the SDK's usage object or a mapping (from a stream), read as it is: this
+        runs on the request path, so nothing is converted.
+        """
         if not usage:
             return
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
+        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
         cost = estimate_cost(model, prompt, completion)
         with self._lock:
             entry = self._by_namespace[namespace]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,11 +22,28 @@ def test_wordllama_gives_unit_vectors_that_rank_paraphrases_first() -> None:
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
 
 
-def test_wordllama_does_not_configure_the_root_logger() -> None:
-    root = logging.getLogger()
-    before = (list(root.handlers), root.level)
-    WordLlamaEmbedder()
-    assert (list(root.handlers), root.level) == before
+WORDLLAMA_IN_THREADS = """
+import logging, threading
+from distillkit.embedders import WordLlamaEmbedder
+root = logging.getLogger()
+first = threading.Thread(target=WordLlamaEmbedder)
+first.start()
+while not root.handlers and first.is_alive():  # until wordllama's import has configured logging
+    pass
+second = threading.Thread(target=WordLlamaEmbedder)  # starts while that import is still running
+second.start()
+first.join()
+second.join()
+print(len(root.handlers), root.level)
+"""
+
+
+def test_wordllama_does_not_configure_the_root_logger_even_loaded_from_several_threads_at_once() -> None:
+    # A fresh interpreter: here wordllama may have been imported by an earlier test already.
+    # Several threads at once is what two Distillers' capture writers do when they start together.
+    done = subprocess.run([sys.executable, "-c", WORDLLAMA_IN_THREADS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", str(logging.WARNING)]
 
 
 def test_openai_embedder_through_the_simulator(simulator: Simulator) -> None:
