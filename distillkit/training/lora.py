@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distillkit.config import DEFAULT_BASE_MODEL
+from distillkit.config import DEFAULT_BASE_MODEL, ENV
 from distillkit.errors import ConfigError
 from distillkit.training.providers import FineTuningProvider, JobState, JobStatus
 
@@ -61,6 +61,10 @@ SPEC, DATA, STATUS, METRICS, LOG, LOCK, CANCEL, ADAPTER = (
     "cancel",
     "adapter",
 )
+
+#: Credentials the training process never needs, kept out of its environment (and so out of
+#: anything it, or a library it loads, might dump). A hub token (HF_TOKEN) stays: gated models need it.
+_SECRETS = frozenset({"OPENAI_API_KEY", ENV.DISTILLED_API_KEY, ENV.QDRANT_API_KEY})
 
 #: A job folder's states: ``queued`` (process starting), ``running``, ``trained`` (adapter saved,
 #: not yet registered with the server), then ``succeeded``, ``failed`` or ``cancelled``.
@@ -262,6 +266,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     pass_fds=(lock,),
+                    env={k: v for k, v in os.environ.items() if k not in _SECRETS},
                     start_new_session=True,  # a Ctrl-C meant for the application does not reach it
                 )
         finally:

@@ -238,11 +238,17 @@ def test_an_openai_model_name_as_the_base_is_a_config_error(tmp_path: Path, trai
 
 
 def test_cancel_stops_the_training_process_at_its_next_step(
-    tmp_path: Path, tiny_model: Path, training_file: bytes
+    tmp_path: Path, tiny_model: Path, training_file: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-planted-openai-key")
+    monkeypatch.setenv("DISTILLKIT_DISTILLED_API_KEY", "planted-distilled-key")
     p = provider(tmp_path, tiny_model, ENDLESS)
     job_id = p.start(training_file, base_model="ignored", namespace="ns")
     wait_training(p, job_id)
+    # The training process got no API key: it needs none.
+    pid = read_json(p.job_dir(job_id) / "job.json")["pid"]  # type: ignore[index]
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"planted" not in environ and b"PATH=" in environ
 
     p.cancel(job_id)
     status = wait_done(p, job_id, timeout=30)
