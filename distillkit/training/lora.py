@@ -295,8 +295,13 @@ class LoRAFineTuningProvider(FineTuningProvider):
                 return self.poll(job_id)
             if cancelled:
                 return self._status(self._cancelled(folder))
-            code = self._exit_code(job_id)
-            how = f"exit code {code}" if code is not None and code >= 0 else "killed" if code else "gone"
+            code = self._exit_code(job_id)  # known only to the process that started it
+            if code is None:
+                how = "it is gone"
+            elif code < 0:
+                how = f"killed by signal {-code}"
+            else:
+                how = f"exit code {code}"
             error = f"the training process ended without finishing ({how}); see {folder / LOG}"
             return self._status(self._end(folder, "failed", error=error))
         return self._status(status)
@@ -315,7 +320,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
 
     def job_dir(self, job_id: str) -> Path:
         """The folder of job ``job_id`` (its adapter is in ``adapter/``, its log in ``train.log``)."""
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", job_id) or job_id.startswith("."):
+        if not _is_job_id(job_id):
             raise ValueError(f"{job_id!r} is not a LoRA job id")
         return self.work_dir / job_id
 
@@ -327,16 +332,16 @@ class LoRAFineTuningProvider(FineTuningProvider):
 
     def _resolve_base(self, requested: str) -> tuple[str, str | None]:
         """The base weights to load, and the adapter to continue from (incremental training)."""
-        if re.fullmatch(r"[A-Za-z0-9._-]+", requested) and not requested.startswith("."):
+        if _is_job_id(requested):
             previous = self.work_dir / requested
             spec = read_json(previous / SPEC)
             if spec is not None and (previous / ADAPTER / "adapter_config.json").is_file():
                 return str(spec["base_model"]), str(previous / ADAPTER)
         base = self.base_model or requested
-        if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
+        if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:")):
             raise ConfigError(
                 f"LoRA training needs an open-weights base model, not {base!r}.",
-                variable="DISTILLKIT_BASE_MODEL",
+                variable=ENV.BASE_MODEL,
                 fix="Pass LoRAFineTuningProvider(base_model=...) or set DISTILLKIT_BASE_MODEL to a local folder "
                 "or a hub id such as Qwen/Qwen2.5-0.5B-Instruct.",
             )
@@ -390,8 +395,10 @@ class LoRAFineTuningProvider(FineTuningProvider):
     def _status(status: dict[str, Any]) -> JobStatus:
         state: JobState = _STATES.get(str(status.get("state")), "failed")
         progress = status.get("progress")
-        if progress is None and status.get("step") is not None:
-            progress = f"step {status['step']}/{status.get('total_steps')}, loss {status.get('loss', float('nan')):.4f}"
+        if progress is None and isinstance(status.get("loss"), (int, float)):
+            progress = f"step {status.get('step')}/{status.get('total_steps')}, loss {status['loss']:.4f}"
+        elif progress is None:
+            progress = status.get("phase")
         return JobStatus(
             state,
             model=status.get("model") if state == "succeeded" else None,
@@ -399,6 +406,11 @@ class LoRAFineTuningProvider(FineTuningProvider):
             trained_tokens=status.get("trained_tokens"),
             progress=progress,
         )
+
+
+def _is_job_id(name: str) -> bool:
+    """A job id is also a folder name and a served model name: a plain, non-hidden file name."""
+    return re.fullmatch(r"[A-Za-z0-9._-]+", name) is not None and not name.startswith(".")
 
 
 def write_json(path: Path, value: Any) -> None:

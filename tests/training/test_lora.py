@@ -6,8 +6,11 @@ Nothing is downloaded: the model (two layers, random weights) and its tokenizer 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -97,6 +100,17 @@ def record(question: str) -> dict[str, Any]:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     texts = [*ANSWERS, CARD, TOP_UP, RATES, "Be brief.", "I cannot help with that."]
     return build_tiny_chat_model(tmp_path_factory.mktemp("models") / "tiny", texts)
+
+
+@pytest.fixture(autouse=True)
+def _no_training_process_outlives_its_test(tmp_path: Path) -> Iterator[None]:
+    """A test that fails half-way must not leave an endless training process eating the CPU."""
+    yield
+    for spec in (tmp_path / "lora").glob("*/job.json"):
+        pid = (read_json(spec) or {}).get("pid")
+        if isinstance(pid, int):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -263,13 +277,16 @@ def test_cancel_stops_the_training_process_at_its_next_step(
 def test_a_restarted_application_follows_a_job_an_earlier_process_started(
     tmp_path: Path, tiny_model: Path, training_file: bytes
 ) -> None:
-    first = provider(tmp_path, tiny_model)
+    longer = dataclasses.replace(FAST, epochs=60)  # a few seconds: still running when polled below
+    first = provider(tmp_path, tiny_model, longer)
     job_id = first.start(training_file, base_model="ignored", namespace="ns")
     wait_training(first, job_id)
     del first  # the application restarts; the training process does not care
 
-    again = provider(tmp_path, tiny_model)
-    assert again.poll(job_id).status == "running"
+    again = provider(tmp_path, tiny_model, longer)
+    running = again.poll(job_id)
+    assert running.status == "running"
+    assert re.fullmatch(r"step \d+/240, loss \d+\.\d{4}", running.progress or ""), running.progress
     assert wait_done(again, job_id).succeeded
 
 
