@@ -29,7 +29,7 @@ from distillkit.intercept import Intercepted, internal_call
 from distillkit.providers import CompatibleServerProvider, LLMProvider, SameClientProvider
 from distillkit.records import Interaction, StreamAssembler, jsonable, request_params, response_message
 from distillkit.router import ModelRegistry, Request, RouteInfo, Router, attach
-from distillkit.shadow import DEMOTION_KIND, SHADOW_KIND, ShadowChecks, agreement
+from distillkit.shadow import DEMOTION_KIND, SHADOW_KIND, ShadowChecks
 from distillkit.stats import NamespaceStats, Stats
 from distillkit.store.base import EmbedderInfo, Point, Store
 from distillkit.streams import AsyncStreamProxy, StreamProxy
@@ -139,7 +139,6 @@ class Distiller:
         self._stats_saved_at = time.monotonic()
         self._known_namespaces: set[str] = set()
         self._hooks: defaultdict[str, list[Callable[..., Any]]] = defaultdict(list)
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.registry = ModelRegistry(lambda: self.store)
         self.shadows = ShadowChecks(
             lambda: self.store,
@@ -498,26 +497,14 @@ class Distiller:
 
     def _ashadow(self, request: Request, result: Any, create: Callable[..., Any]) -> None:
         assert request.info is not None and request.info.model is not None
-        done = self.shadows.track()
-        if done is None:
-            return
         student, _ = response_message(result)
-        kwargs, namespace, model = dict(request.kwargs), request.namespace, request.info.model
+        kwargs = dict(request.kwargs)
 
-        async def check() -> None:
-            try:
-                with internal_call():
-                    teacher, _ = response_message(await create(**kwargs))
-                score = agreement(kwargs, student, teacher)
-                await asyncio.to_thread(self.shadows.record, namespace, model, score)
-            except Exception as exc:
-                logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
-            finally:
-                done()
+        async def teacher() -> dict[str, Any] | None:
+            with internal_call():
+                return response_message(await create(**kwargs))[0]
 
-        task = asyncio.get_running_loop().create_task(check())
-        self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
+        self.shadows.astart(request.namespace, request.info.model, kwargs, student, teacher)
 
     def _student_kwargs(self, request: Request) -> dict[str, Any]:
         assert request.info is not None and request.info.model is not None

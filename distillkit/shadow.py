@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
@@ -106,6 +106,7 @@ class ShadowChecks:
         self._idle = threading.Condition()
         self._record_lock = threading.Lock()
         self._random = random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def sample(self) -> bool:
         """Whether this routed request gets a shadow check."""
@@ -147,9 +148,31 @@ class ShadowChecks:
         threading.Thread(target=run, name="distillkit-shadow", daemon=True).start()
         return True
 
-    def track(self) -> Callable[[], None] | None:
-        """For a check run in an asyncio task: take a slot; returns the call that frees it."""
-        return (lambda: self._end("task")) if self._begin("task") else None
+    def astart(
+        self,
+        namespace: str,
+        model: str,
+        kwargs: dict[str, Any],
+        student: dict[str, Any] | None,
+        teacher_call: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> bool:
+        """:meth:`start` for async clients: the check is a task on the caller's running loop."""
+        if not self._begin("task"):
+            return False
+
+        async def run() -> None:
+            try:
+                score = agreement(kwargs, student, await teacher_call())
+                await asyncio.to_thread(self.record, namespace, model, score)  # store I/O off the loop
+            except Exception as exc:
+                logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
+            finally:
+                self._end("task")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)  # the loop keeps only a weak reference to its tasks
+        task.add_done_callback(self._tasks.discard)
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until no check is in flight. False if ``timeout`` ran out first.
