@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import resource
 import signal
 import sys
@@ -82,10 +83,7 @@ def encode(tokenizer: Any, example: dict[str, Any], max_length: int) -> tuple[li
     prompt = tokenizer.apply_chat_template(messages[:-1], tools=tools, add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
     if not full.startswith(prompt):  # a template that renders earlier turns differently at the end
-        common = 0
-        while common < min(len(prompt), len(full)) and prompt[common] == full[common]:
-            common += 1
-        prompt = full[:common]
+        prompt = os.path.commonprefix([prompt, full])  # noqa: RUF071 - characters are what we want
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"][:max_length]
     keep = max_length - len(answer_ids)
