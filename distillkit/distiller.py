@@ -156,6 +156,7 @@ class Distiller:
             rule=self.config.routing_rule,
             neighbours=self.config.neighbours,
             agreement_margin=self.config.agreement_margin,
+            veto_margin=self.config.veto_margin,
         )
         self._dataset_provider = dataset_provider
         self._fine_tuning_provider = fine_tuning_provider

@@ -5,8 +5,12 @@ A request is routed when its namespace has an active distilled model and its nea
 ``top1`` rule). The ``agreement`` rule also routes a request slightly below the threshold (by at
 most ``agreement_margin``) when its ``neighbours`` nearest trained neighbours all received the
 same teacher answer: it only ever adds routes, so with free-text answers that never repeat it
-behaves exactly like ``top1``. Everything else goes to the teacher. Nothing here raises into
-the caller: a failing store or embedder means "teacher".
+behaves exactly like ``top1``. The agreement rule also takes a route back when the teacher has
+answered a similar request *differently* since the last training round: the nearest untrained
+(``indexed: False``) point is within ``veto_margin`` of the trained neighbour's similarity and
+holds another answer, where the trained neighbours' answers repeat (so answers can be compared
+at all). That is traffic the distilled model has not learnt yet. Everything else goes to the
+teacher. Nothing here raises into the caller: a failing store or embedder means "teacher".
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class RouteInfo:
         fingerprint: the task's fingerprint, when it was computed.
         agreeing: with the agreement rule, how many of the nearest trained neighbours share the
             nearest one's teacher answer (None with the top1 rule).
+        vetoed_by: the untrained point whose different teacher answer sent the request back to
+            the teacher (reason ``"untrained neighbour disagrees"``).
     """
 
     routed: bool
@@ -63,6 +69,7 @@ class RouteInfo:
     neighbour_id: str | None = None
     fingerprint: str | None = None
     agreeing: int | None = None
+    vetoed_by: str | None = None
 
 
 def answer_key(payload: Mapping[str, Any]) -> str | None:
@@ -230,6 +237,7 @@ class Router:
         rule: str = "agreement",
         neighbours: int = 5,
         agreement_margin: float = 0.02,
+        veto_margin: float | None = 0.05,
     ) -> None:
         if rule not in ROUTING_RULES:
             raise ConfigError(
@@ -244,6 +252,9 @@ class Router:
         self.neighbours = neighbours
         #: How far below the threshold the agreement rule may route.
         self.agreement_margin = agreement_margin
+        #: With the agreement rule: an untrained neighbour at most this much less similar than the
+        #: trained one, with another teacher answer, sends the request to the teacher (None: off).
+        self.veto_margin = veto_margin
         self._store = store
         self._embedder = embedder
         self.registry = registry
@@ -283,12 +294,10 @@ class Router:
             return RouteInfo(False, ns, teacher, "no distilled model")
         try:
             fingerprint = request.fingerprint
-            request.vector = self._embedder().embed([request.query])[0]
+            vector = request.vector = self._embedder().embed([request.query])[0]
             agreement = self.rule == "agreement"
             limit = max(1, self.neighbours) if agreement else 1
-            hits = self._store().search(
-                request.vector, namespace=ns, fingerprint=fingerprint, indexed=True, limit=limit
-            )
+            hits = self._store().search(vector, namespace=ns, fingerprint=fingerprint, indexed=True, limit=limit)
         except Exception as exc:
             self._on_error(ns, exc)
             return RouteInfo(False, ns, teacher, f"lookup failed: {type(exc).__name__}")
@@ -297,15 +306,40 @@ class Router:
         best = hits[0]
         threshold = self.threshold(request.threshold, active)
         agreeing = self._agreeing(hits) if agreement else None
+        if best.score >= threshold:
+            reason = "similar request trained"
+        elif agreeing is not None and agreeing >= self.neighbours and best.score >= threshold - self.agreement_margin:
+            reason = "neighbours agree"
+        else:
+            return RouteInfo(False, ns, teacher, "below threshold", best.score, best.id, fingerprint, agreeing)
+        try:
+            veto = self._veto(request, vector, best, agreeing)
+        except Exception as exc:
+            self._on_error(ns, exc)
+            return RouteInfo(False, ns, teacher, f"lookup failed: {type(exc).__name__}")
+        if veto is not None:
+            return RouteInfo(
+                False, ns, teacher, "untrained neighbour disagrees", best.score, best.id, fingerprint, agreeing, veto
+            )
         # The namespace's active model answers: every indexed point was part of its training
         # (incremental rounds continue from the previous model, full rounds use all data).
-        if best.score >= threshold:
-            return RouteInfo(
-                True, ns, active.model, "similar request trained", best.score, best.id, fingerprint, agreeing
-            )
-        if agreeing is not None and agreeing >= self.neighbours and best.score >= threshold - self.agreement_margin:
-            return RouteInfo(True, ns, active.model, "neighbours agree", best.score, best.id, fingerprint, agreeing)
-        return RouteInfo(False, ns, teacher, "below threshold", best.score, best.id, fingerprint, agreeing)
+        return RouteInfo(True, ns, active.model, reason, best.score, best.id, fingerprint, agreeing)
+
+    def _veto(self, request: Request, vector: np.ndarray, best: Any, agreeing: int | None) -> str | None:
+        """The id of an untrained point that contradicts the trained neighbour ``best``, if any.
+
+        Only where answers repeat (two or more of the trained neighbours share ``best``'s answer):
+        free-text answers always differ, and comparing them would veto every route.
+        """
+        if self.veto_margin is None or agreeing is None or agreeing < 2:
+            return None
+        hits = self._store().search(
+            vector, namespace=request.namespace, fingerprint=request.fingerprint, indexed=False, limit=1
+        )
+        if not hits or hits[0].score < best.score - self.veto_margin:
+            return None
+        untrained = answer_key(hits[0].payload)
+        return hits[0].id if untrained is not None and untrained != answer_key(best.payload) else None
 
     @staticmethod
     def _agreeing(hits: list[Any]) -> int:
