@@ -2,10 +2,13 @@
 
 Runs the router's own code (``Router.decide``) on the embedded default store (qdrant-edge) and
 on qdrant-client's local mode side by side. Stored points: real BANKING77 queries embedded
-with the default embedder, topped up with random unit vectors to reach the size; queries:
+with the default embedder, each with its intent's canned teacher answer, topped up with random
+unit vectors (answers of their own) to reach the size; every ``1 / --untrained``-th point is
+traffic not yet trained (``indexed: False``), which the agreement rule's veto searches. Queries:
 BANKING77 test queries of the same namespace and task.
 
     python benchmarks/bench_router.py [--sizes 1000 10000 100000] [--local-sizes 1000 10000] [--queries 300]
+                                      [--untrained 0.1]
 """
 
 from __future__ import annotations
@@ -39,20 +42,24 @@ def kwargs_for(text: str) -> dict:
     }
 
 
-def fill(store: Store, vectors: np.ndarray, texts: list[str], task: str) -> None:
-    """Store ``vectors``: namespaces in turn, a quarter on other tasks, all indexed."""
+def fill(store: Store, vectors: np.ndarray, train: list[tuple[str, str]], task: str, untrained: float) -> None:
+    """Store ``vectors``: namespaces in turn, a quarter on other tasks, a share ``untrained`` not yet trained."""
+    every = round(1 / untrained) if untrained > 0 else 0
     for start in range(0, len(vectors), 512):
         points = []
         for i in range(start, min(start + 512, len(vectors))):
+            text, intent = train[i] if i < len(train) else ("", f"random {i}")
+            indexed = not every or i % every != every - 1
             points.append(
                 Point(
                     str(uuid.uuid4()),
                     {
                         "namespace": NAMESPACES[i % 4],
                         "fingerprint": task if i % 4 != 3 else "other-task",
-                        "query": texts[i] if i < len(texts) else "",
-                        "indexed": True,
-                        "distilled_model": STUDENT,
+                        "query": text,
+                        "response": {"role": "assistant", "content": f"Canned answer about {intent}."},
+                        "indexed": indexed,
+                        **({"distilled_model": STUDENT} if indexed else {}),
                     },
                     vectors[i].tolist(),
                 )
@@ -107,11 +114,13 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--capture", type=int, default=5000, help="interactions for the capture throughput")
+    parser.add_argument("--untrained", type=float, default=0.1, help="share of stored points not yet trained")
     args = parser.parse_args()
 
     embedder = WordLlamaEmbedder()
     info = EmbedderInfo(embedder.name, embedder.dim)
-    train = [t for t, _ in banking77("train")]
+    labelled = banking77("train")
+    train = [t for t, _ in labelled]
     test = [t for t, _ in banking77("test")][: args.queries]
     real = embedder.embed(train)
     rng = np.random.default_rng(0)
@@ -133,7 +142,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 store = make(folder)
                 started = time.perf_counter()
-                fill(store, vectors(size), train, task)
+                fill(store, vectors(size), labelled, task, args.untrained)
                 fill_s = time.perf_counter() - started
                 distiller = Distiller(DistillConfig(path=folder), store=store, embedder=embedder)
                 distiller.registry.activate(ActiveModel("support", STUDENT))
@@ -161,6 +170,7 @@ def main() -> None:
                 f"--local-sizes {' '.join(map(str, args.local_sizes))}",
                 f"--queries {args.queries}",
                 f"--capture {args.capture}",
+                f"--untrained {args.untrained:g}",
             ]
         )
     )

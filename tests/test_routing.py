@@ -229,3 +229,32 @@ def test_openai_errors_on_the_teacher_path_are_unchanged_when_routing(simulator:
     simulator.inject("chat", status=429, model="gpt-4.1")
     with pytest.raises(openai.RateLimitError):
         ask(trained, "Something the student has never seen about stocks")
+
+
+def test_a_request_the_teacher_answered_differently_since_training_is_not_routed(
+    simulator: Simulator, client: Any, distiller: Distiller
+) -> None:
+    """The veto end to end: the teacher's newer, different answer to a close request wins over the trained one."""
+    arrival, damaged = "Cards arrive within 5 working days.", "Sorry! We are sending a replacement card."
+
+    def teacher(request: dict[str, Any]) -> str:
+        return damaged if "damaged" in request["messages"][-1]["content"] else arrival
+
+    simulator.answer = teacher
+    for text in ("Where is my new card?", "My new card has still not arrived", "When will my new card arrive?"):
+        ask(client, text)
+    train_by_hand(distiller, "default", STUDENT, simulator)
+    with distillkit.scope(route=False):  # asked since the training round: the teacher answers, it is captured
+        ask(client, "My new card arrived damaged")
+    assert distiller.flush(10)
+    [untrained] = list(distiller.store.scroll(namespace="default", indexed=False))
+
+    with distillkit.scope(threshold=0.5):  # similar enough to the trained card questions to be routed
+        response = ask(client, "my new card has arrived damaged")
+
+    info = distillkit.route_info(response)
+    assert not info.routed and info.reason == "untrained neighbour disagrees"
+    assert info.vetoed_by == untrained.id and info.agreeing == 3
+    assert response.model == "gpt-4.1" and response.choices[0].message.content == damaged
+    with distillkit.scope(threshold=0.5):
+        assert distillkit.route_info(ask(client, "When will my new card arrive??")).routed  # the trained kind still is
