@@ -4,7 +4,7 @@ and an untrained point that the teacher answered differently takes a route back.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ def make(tmp_path: Any, embedder: WordLlamaEmbedder) -> Iterator[Any]:
     """
     made: list[Distiller] = []
 
-    def build(answers: list[str], untrained: list[tuple[str, str]] = (), **config: Any) -> Distiller:  # type: ignore[assignment]
+    def build(answers: list[str], untrained: Sequence[tuple[str, str]] = (), **config: Any) -> Distiller:
         distiller = Distiller(DistillConfig(path=str(tmp_path / f"store{len(made)}"), **config), embedder=embedder)
         made.append(distiller)
         rows = [(text, answer, True) for text, answer in zip(TRAINED, answers, strict=True)]
