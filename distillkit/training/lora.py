@@ -338,7 +338,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
             if spec is not None and (previous / ADAPTER / "adapter_config.json").is_file():
                 return str(spec["base_model"]), str(previous / ADAPTER)
         base = self.base_model or requested
-        if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:")):
+        if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
             raise ConfigError(
                 f"LoRA training needs an open-weights base model, not {base!r}.",
                 variable=ENV.BASE_MODEL,

@@ -243,10 +243,11 @@ def test_a_base_model_that_cannot_load_fails_the_job_with_the_reason(tmp_path: P
     assert not (p.job_dir(job_id) / "adapter").exists()
 
 
-def test_an_openai_model_name_as_the_base_is_a_config_error(tmp_path: Path, training_file: bytes) -> None:
+@pytest.mark.parametrize("name", ["gpt-4.1-nano-2025-04-14", "ft:gpt-4.1-mini-2025-04-14:org::x", "o3-mini", "o4-mini"])
+def test_an_openai_model_name_as_the_base_is_a_config_error(tmp_path: Path, training_file: bytes, name: str) -> None:
     p = LoRAFineTuningProvider(tmp_path / "lora", settings=FAST)
     with pytest.raises(ConfigError, match="DISTILLKIT_BASE_MODEL") as exc:
-        p.start(training_file, base_model="gpt-4.1-nano-2025-04-14", namespace="ns")
+        p.start(training_file, base_model=name, namespace="ns")
     assert "Qwen" in str(exc.value)
     assert not (tmp_path / "lora").exists() or not any((tmp_path / "lora").iterdir())
 
