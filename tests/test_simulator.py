@@ -109,6 +109,39 @@ def test_custom_answer_functions_and_reply(sim: Simulator, client: openai.OpenAI
     assert s.model == "ft:gpt-4.1-mini:acme::abc"
 
 
+def test_student_models_can_be_made_wrong_for_chosen_requests(sim: Simulator, client: openai.OpenAI) -> None:
+    sim.add_model("ft:a")
+    sim.add_model("ft:b")
+
+    def ask(model: str, text: str) -> str | None:
+        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
+        return reply.choices[0].message.content
+
+    right = {text: ask("gpt-4.1", text) for text in ("refund please", "hello there")}
+    sim.student_wrong(lambda body: "refund" in body["messages"][-1]["content"], model="ft:a")
+    assert ask("ft:a", "refund please") != right["refund please"]
+    assert ask("ft:a", "refund please") == ask("ft:a", "refund please")  # deterministic
+    assert ask("ft:a", "hello there") == right["hello there"]
+    assert ask("ft:b", "refund please") == right["refund please"]  # another model is right
+    assert ask("gpt-4.1", "refund please") == right["refund please"]  # the teacher never is wrong
+
+    sim.student_right()
+    sim.student_wrong(rate=0.3)
+    texts = [f"question number {i}" for i in range(200)]
+    wrong = sum(ask("ft:b", t) != ask("gpt-4.1", t) for t in texts)
+    assert 40 <= wrong <= 80  # about 30 % of distinct conversations
+    sim.student_right()
+    assert all(ask("ft:b", t) == ask("gpt-4.1", t) for t in texts[:20])
+
+    tools_call = client.chat.completions.create(model="ft:b", messages=USER, tools=TOOLS, tool_choice="required")
+    sim.student_wrong()
+    wrong_call = client.chat.completions.create(model="ft:b", messages=USER, tools=TOOLS, tool_choice="required")
+    assert tools_call.choices[0].message.tool_calls and wrong_call.choices[0].message.tool_calls
+    assert tools_call.choices[0].message.tool_calls[0].function.arguments != (
+        wrong_call.choices[0].message.tool_calls[0].function.arguments
+    )
+
+
 def test_validation_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="gpt-4.1", messages=[])

@@ -291,6 +291,23 @@ def default_answer(request: dict[str, Any]) -> Reply:
     return Reply(content=f"Answer: {text}")
 
 
+def _wrong(reply: Reply) -> Reply:
+    """Another answer than ``reply``, deterministic (:meth:`Simulator.student_wrong`)."""
+    if reply.tool_calls:
+        calls = [
+            {**call, "function": {**call["function"], "arguments": json.dumps({"wrong": True})}}
+            for call in reply.tool_calls
+        ]
+        return Reply(content=reply.content, tool_calls=calls, finish_reason=reply.finish_reason)
+    content = reply.content or ""
+    try:
+        json.loads(content)
+    except ValueError:
+        words = content.split()
+        return Reply(content="wrong: " + " ".join(reversed(words)), finish_reason=reply.finish_reason)
+    return Reply(content=json.dumps({"wrong": content}), finish_reason=reply.finish_reason)  # still JSON
+
+
 def _normalise_reply(raw: str | Reply | None, salt: str) -> Reply:
     """Turn an answer function's output into a complete :class:`Reply` (ids, JSON args, finish)."""
     reply = Reply(content=raw) if raw is None or isinstance(raw, str) else copy.deepcopy(raw)
@@ -602,6 +619,7 @@ class Simulator:
         self._file_bytes: dict[str, bytes] = {}
         self._jobs: dict[str, _Job] = {}
         self._added_models: dict[str, int] = {}
+        self._wrong: list[tuple[Callable[[dict[str, Any]], bool], float, str | None]] = []
         self._lora: dict[str, str] = {}
         self._connections: set[socket.socket] = set()
         self._server: _Server | None = None
@@ -765,6 +783,48 @@ class Simulator:
         """Remove every injected fault."""
         with self._lock:
             self._faults.clear()
+
+    def student_wrong(
+        self,
+        when: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        rate: float = 1.0,
+        model: str | None = None,
+    ) -> None:
+        """Make student models answer *wrongly* for chosen requests (the teacher is unaffected).
+
+        A wrong answer is the right one (``student_answer``'s) turned into another deterministic
+        text, ``"wrong: <reversed words>"``, so it never agrees with the teacher. Rules add up; a
+        request matching any rule is answered wrongly. Everything stays deterministic: ``rate``
+        picks a fixed share of the distinct conversations (by a hash of the messages), so asking
+        the same thing twice gets the same answer.
+
+        Args:
+            when: which requests (the parsed chat body, ``model`` included); None: all of them.
+            rate: the share of the matching conversations answered wrongly (0 to 1).
+            model: only this student model (e.g. the candidate of one training job); None: all.
+
+        Example:
+            >>> sim.student_wrong(lambda body: "refund" in body["messages"][-1]["content"])  # doctest: +SKIP
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {rate!r}")
+        with self._lock:
+            self._wrong.append((when or (lambda body: True), rate, model))
+
+    def student_right(self) -> None:
+        """Remove every rule added with :meth:`student_wrong`."""
+        with self._lock:
+            self._wrong.clear()
+
+    def _answers_wrongly(self, body: dict[str, Any], salt: str) -> bool:
+        with self._lock:
+            rules = list(self._wrong)
+        share = int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "big") / 2**64
+        return any(
+            (model is None or body.get("model") == model) and share < rate and when(copy.deepcopy(body))
+            for when, rate, model in rules
+        )
 
     def add_model(self, name: str) -> None:
         """Register a student model name that chat will serve with ``student_answer``."""
@@ -1066,6 +1126,8 @@ class Simulator:
             raise _ApiError(400, "Invalid 'n': expected a positive integer.", param="n")
         # A copy, so an answer function that edits the request cannot rewrite the request log.
         reply = _normalise_reply(fn(copy.deepcopy(body)), salt)
+        if student and self._answers_wrongly(body, salt):
+            reply = _wrong(reply)
         completion_id = self._id("chatcmpl-", 29)
         created = int(time.time())
         prompt_tokens = sum(_words(_text_of(m.get("content"))) + 1 for m in messages)
