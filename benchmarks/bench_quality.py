@@ -38,10 +38,11 @@ import numpy as np
 from _data import banking77
 
 from distillkit import DistillConfig, Distiller
-from distillkit.distiller import _Captured
-from distillkit.embedders import Embedder, MiniLMEmbedder, WordLlamaEmbedder
-from distillkit.records import fingerprint
-from distillkit.router import ActiveModel, Request
+from distillkit.capture.sink import Captured
+from distillkit.routing.embedders import Embedder, MiniLMEmbedder, WordLlamaEmbedder
+from distillkit.routing.request import fingerprint
+from distillkit.routing.request import Request
+from distillkit.state import ActiveModel
 from distillkit.store import EdgeStore, EmbedderInfo, Point
 
 MODEL = "gpt-4.1"
@@ -156,7 +157,7 @@ def evaluate(embedder: CachedEmbedder, seed: int, online: bool) -> list[tuple[st
                         routed_unknown += 1
                 elif online:  # the teacher answers; the capture stores it (synchronously here)
                     messages = request.kwargs["messages"]
-                    distiller._write_batch([_Captured(request, messages, answer(intent), "stop", {"total_tokens": 20})])
+                    distiller._sink.write([Captured(request, messages, answer(intent), "stop", {"total_tokens": 20})])
             distiller.close()
         n_known = sum(intent in known for _, intent in test)
         routed = routed_known + routed_unknown

@@ -24,10 +24,11 @@ import numpy as np
 from _data import banking77
 
 from distillkit import DistillConfig, Distiller
-from distillkit.distiller import _Captured
-from distillkit.embedders import WordLlamaEmbedder
-from distillkit.records import fingerprint
-from distillkit.router import ActiveModel, Request, RouteInfo
+from distillkit.capture.sink import Captured
+from distillkit.routing.embedders import WordLlamaEmbedder
+from distillkit.routing.request import fingerprint
+from distillkit.routing.request import Request, RouteInfo
+from distillkit.state import ActiveModel
 from distillkit.store import EdgeStore, EmbedderInfo, Point, ServerStore, Store
 
 MODEL = "gpt-4.1"
@@ -92,7 +93,7 @@ def capture_throughput(make_store: Callable[[], Store], embedder: WordLlamaEmbed
     for text in texts:
         request = Request(kwargs_for(text), namespace="support", threshold=None, route=True, capture=True)
         message = {"role": "assistant", "content": f"About: {text}"}
-        items.append(_Captured(request, request.kwargs["messages"], message, "stop", {"total_tokens": 20}))
+        items.append(Captured(request, request.kwargs["messages"], message, "stop", {"total_tokens": 20}))
     start = time.perf_counter()
     for item in items:
         distiller._writer.submit(item)

@@ -19,9 +19,10 @@ from distillkit.errors import (
     TrainingError,
 )
 from distillkit.intercept import is_wrapped, unwrap, wrap
-from distillkit.providers import CompatibleServerProvider, LLMProvider, SameClientProvider
-from distillkit.router import RouteInfo, route_info
-from distillkit.scope import Options, distilled, scope
+from distillkit.options import Options
+from distillkit.routing.request import RouteInfo, route_info
+from distillkit.scope import distilled, scope
+from distillkit.serving import CompatibleServerProvider, LLMProvider, SameClientProvider
 
 __version__ = "0.1.0"
 

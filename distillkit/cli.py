@@ -99,7 +99,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
-    from distillkit.calibrate import calibrate
+    from distillkit.routing.calibrate import calibrate
 
     distiller = _distiller()
     saved: str | None = None

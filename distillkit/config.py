@@ -35,7 +35,7 @@ EMBEDDERS = ("wordllama", "minilm", "openai")
 
 TrainingMode = Literal["incremental", "full"]
 
-#: Routing rules accepted by ``DISTILLKIT_ROUTING_RULE`` (see :mod:`distillkit.router`).
+#: Routing rules accepted by ``DISTILLKIT_ROUTING_RULE`` (see :mod:`distillkit.routing.router`).
 ROUTING_RULES = ("top1", "agreement")
 RoutingRule = Literal["top1", "agreement"]
 

@@ -9,20 +9,19 @@ look-up). The patch is removed again when the last wrapped client is unwrapped o
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import threading
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import wrapt
 
+from distillkit._context import current_options, is_internal
+from distillkit.distiller import Distiller, default_distiller
 from distillkit.errors import ConfigError
-from distillkit.scope import Options, current_options
+from distillkit.options import Options
+from distillkit.pipeline import Intercepted
 
-__all__ = ["install", "internal_call", "is_wrapped", "uninstall", "unwrap", "wrap"]
+__all__ = ["install", "is_wrapped", "uninstall", "unwrap", "wrap"]
 
 C = TypeVar("C")
 
@@ -31,21 +30,9 @@ _lock = threading.RLock()
 _wrapped_clients: weakref.WeakKeyDictionary[Any, Options] = weakref.WeakKeyDictionary()
 #: (owner class, attribute) -> the original attribute, for every patch in place.
 _originals: dict[tuple[type, str], Any] = {}
-#: True while distillkit itself calls the API (embeddings, distilled calls): never intercepted.
-_internal: contextvars.ContextVar[bool] = contextvars.ContextVar("distillkit_internal", default=False)
 
 
-@contextlib.contextmanager
-def internal_call() -> Iterator[None]:
-    """Mark the calls made inside as distillkit's own: they are never routed nor captured."""
-    token = _internal.set(True)
-    try:
-        yield
-    finally:
-        _internal.reset(token)
-
-
-def wrap(client: C, distiller: Any = None, **options: Any) -> C:
+def wrap(client: C, distiller: Distiller | None = None, **options: Any) -> C:
     """Intercept the chat completions of an ``OpenAI`` or ``AsyncOpenAI`` client; returns it.
 
     The same object comes back, so nothing else in the program changes. Wrapping twice is a
@@ -54,7 +41,7 @@ def wrap(client: C, distiller: Any = None, **options: Any) -> C:
     Args:
         client: an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` (or a subclass such as Azure's).
         distiller: the :class:`~distillkit.Distiller` to use; default: :func:`default_distiller`.
-        **options: default :class:`~distillkit.scope.Options` for this client's calls
+        **options: default :class:`~distillkit.options.Options` for this client's calls
             (``namespace``, ``threshold``, ``route``, ``capture``, ``key``).
 
     Example:
@@ -69,8 +56,6 @@ def wrap(client: C, distiller: Any = None, **options: Any) -> C:
             fix="Pass the client itself: distillkit.wrap(OpenAI()).",
         )
     if distiller is None:
-        from distillkit.distiller import default_distiller
-
         distiller = default_distiller()  # built now so that bad configuration fails here, not mid-call
     binding = Options.from_mapping(options, where="wrap()").over(None)
     binding = Options(**{**binding.__dict__, "distiller": distiller})
@@ -160,19 +145,10 @@ def _copy(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, 
 # --- the interception point -----------------------------------------------------------------
 
 
-@dataclass
-class Intercepted:
-    """A call distillkit handles: the client, the request without our keyword, merged options."""
-
-    client: Any
-    kwargs: dict[str, Any]
-    options: Options
-
-
 def _intercept(instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Intercepted | None]:
     """Strip the ``distillkit=`` keyword and decide whether this call is ours at all."""
     per_call = kwargs.pop("distillkit", None) if "distillkit" in kwargs else None
-    if _internal.get():
+    if is_internal():
         return kwargs, None
     client = instance._client
     binding = _wrapped_clients.get(client)
@@ -185,23 +161,19 @@ def _intercept(instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], I
     return kwargs, Intercepted(client, kwargs, options)  # type: ignore[arg-type]
 
 
-def _resolve_distiller(call: Intercepted) -> Any:
-    if call.options.distiller is not None:
-        return call.options.distiller
-    from distillkit.distiller import default_distiller
-
-    return default_distiller()
+def _distiller(call: Intercepted) -> Distiller:
+    return call.options.distiller if call.options.distiller is not None else default_distiller()
 
 
 def _sync_create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     kwargs, call = _intercept(instance, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
-    return _resolve_distiller(call).handle(call, lambda **kw: wrapped(*args, **kw))
+    return _distiller(call).pipeline.handle(call, lambda **kw: wrapped(*args, **kw))
 
 
 async def _async_create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     kwargs, call = _intercept(instance, kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)
-    return await _resolve_distiller(call).ahandle(call, lambda **kw: wrapped(*args, **kw))
+    return await _distiller(call).pipeline.ahandle(call, lambda **kw: wrapped(*args, **kw))

@@ -1,4 +1,7 @@
-"""Stream proxies: hand every chunk through untouched and finish exactly once.
+"""Responses as distillkit reads them: the assistant message of a completion, and stream proxies.
+
+A streamed answer is rebuilt from its chunks by a :class:`StreamAssembler`. A stream proxy hands
+every chunk through untouched and finishes exactly once.
 
 A proxy is a :class:`wrapt.ObjectProxy` over the SDK's own ``Stream`` / ``AsyncStream``, so
 ``isinstance``, attributes (``response``), ``with`` and ``close()`` behave as without distillkit.
@@ -14,11 +17,67 @@ from typing import Any
 
 import wrapt
 
-from distillkit.records import StreamAssembler
+from distillkit.routing.request import jsonable
 
-__all__ = ["AsyncStreamProxy", "StreamProxy"]
+__all__ = ["AsyncStreamProxy", "StreamAssembler", "StreamProxy", "response_message"]
 
 logger = logging.getLogger("distillkit")
+
+
+def response_message(completion: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The first choice's assistant message as a dict, and its finish reason."""
+    choices = getattr(completion, "choices", None) or []
+    if not choices:
+        return None, None
+    choice = choices[0]
+    message = choice.message
+    out: dict[str, Any] = {"role": "assistant", "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [jsonable(call) for call in message.tool_calls]
+    if getattr(message, "refusal", None):
+        out["refusal"] = message.refusal
+    return out, choice.finish_reason
+
+
+class StreamAssembler:
+    """Rebuilds the assistant message of a streamed completion from its chunks."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.content: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: Any) -> None:
+        self.model = getattr(chunk, "model", None) or self.model
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = jsonable(usage)
+        for choice in getattr(chunk, "choices", None) or []:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None and delta.content:
+                self.content.append(delta.content)
+            for call in (delta.tool_calls if delta is not None else None) or []:
+                slot = self.tool_calls.setdefault(
+                    call.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                if call.id:
+                    slot["id"] = call.id
+                if call.function is not None:
+                    slot["function"]["name"] += call.function.name or ""
+                    slot["function"]["arguments"] += call.function.arguments or ""
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+    def message(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.tool_calls:
+            out["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return out
+
 
 #: Called once with the assembled stream and whether it was read to its end.
 OnFinish = Callable[[StreamAssembler, bool], None]

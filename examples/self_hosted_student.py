@@ -14,7 +14,7 @@ while the teacher stays on the first one. When the student server fails, the tea
 import tempfile
 
 import distillkit
-from distillkit.router import ActiveModel
+from distillkit.state import ActiveModel
 from distillkit.testing import Simulator
 
 STUDENT = "support-lora-v1"  # the name the self-hosted server knows the adapter by

@@ -32,7 +32,7 @@ def train_by_hand(distiller: Distiller, namespace: str, model: str, simulator: A
 
     Returns the flipped ids. The simulator learns to serve ``model``.
     """
-    from distillkit.router import ActiveModel
+    from distillkit.state import ActiveModel
 
     assert distiller.flush(10)
     ids = [p.id for p in distiller.store.scroll(namespace=namespace, indexed=False)]

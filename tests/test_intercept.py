@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletion
 
 import distillkit
 from distillkit import ConfigError, Distiller
-from distillkit.intercept import internal_call
+from distillkit._context import internal_call
 from distillkit.testing import Reply, Simulator
 
 TOOLS = [

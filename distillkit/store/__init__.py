@@ -2,6 +2,8 @@
 
 * :class:`EdgeStore`: embedded (Qdrant Edge) in a local folder, owned by one process; the default.
 * :class:`ServerStore`: a Qdrant server or cluster through qdrant-client, shared by many processes.
+* :class:`~distillkit.store.resilient.ResilientStore`: the Distiller's handle, which reopens a
+  store that failed.
 
 The backends are imported on first use: qdrant-client alone takes about half a second to import.
 """
@@ -10,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from distillkit.store.base import PAYLOAD_FIELDS, EmbedderInfo, Hit, Point, Store
+from distillkit.store.base import EmbedderInfo, Hit, Point, Store
 
 if TYPE_CHECKING:
     from distillkit.store.edge import EdgeStore
     from distillkit.store.server import ServerStore
 
-__all__ = ["PAYLOAD_FIELDS", "EdgeStore", "EmbedderInfo", "Hit", "Point", "ServerStore", "Store"]
+__all__ = ["EdgeStore", "EmbedderInfo", "Hit", "Point", "ServerStore", "Store"]
 
 _LAZY = {"EdgeStore": "distillkit.store.edge", "ServerStore": "distillkit.store.server"}
 

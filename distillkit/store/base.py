@@ -1,9 +1,12 @@
 """The storage contract: one protocol, one data model, several backends.
 
 A *point* is one captured interaction: the query embedding as its vector and a payload that
-holds everything needed to train on it and to route to it later (see ``PAYLOAD_FIELDS``).
-A *record* is a small companion document (the model registry, training jobs, settings) kept
-beside the points, so that a restarted process finds its state again.
+holds everything needed to train on it and to route to it later (see
+:meth:`distillkit.capture.sink.Interaction.payload`). ``indexed`` is the original project's tag:
+True once a distilled model was trained on the point. Backends may add private fields of their
+own (prefixed with ``_``) to work around engine limits; callers never see or set them.
+A *record* is a small companion document kept beside the points, so that a restarted process
+finds its state again (every kind is listed in :mod:`distillkit.state`).
 """
 
 from __future__ import annotations
@@ -15,29 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["PAYLOAD_FIELDS", "EmbedderInfo", "Hit", "Point", "Store", "Vector"]
+__all__ = ["EmbedderInfo", "Hit", "Point", "Store", "Vector"]
 
 #: A vector as the stores accept it: a sequence of floats or a 1-d numpy array.
 Vector = Union[Sequence[float], "np.ndarray"]
-
-#: Payload fields of a captured point. ``indexed`` is the original project's tag: True once a
-#: distilled model was trained on the point. Backends may add private fields of their own
-#: (prefixed with ``_``) to work around engine limits; callers never see or set them.
-PAYLOAD_FIELDS = (
-    "namespace",
-    "fingerprint",
-    "query",
-    "messages",
-    "params",
-    "response",
-    "teacher_model",
-    "usage",
-    "created_at",
-    "indexed",
-    "distilled_model",
-    "job_id",
-    "count",
-)
 
 
 @dataclass(frozen=True)

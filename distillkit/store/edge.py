@@ -26,98 +26,25 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from distillkit.errors import DistillkitError, EmbedderMismatchError, StoreError, StoreLockedError
+from distillkit.errors import StoreError, StoreLockedError
+from distillkit.store._payload import (
+    INDEXED_MIRROR,
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    check_vector,
+    mismatch_error,
+    public_payload,
+    stored_payload,
+    translate_errors,
+)
 from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
 
 __all__ = ["EdgeStore"]
-
-#: Private payload field mirroring ``indexed`` as 0/1: qdrant-edge 0.9.0 matches nothing on a
-#: boolean ``MatchValue(True)``, while integer matches work. Both backends use it.
-INDEXED_MIRROR = "_indexed"
-
-#: Payload indexes both backends create, by field: the fields that filters use.
-KEYWORD_FIELDS = ("namespace", "fingerprint")
-INTEGER_FIELDS = (INDEXED_MIRROR,)
-
-# Exceptions that mean a bug in the caller or in distillkit, never a store failure: they are not
-# translated to StoreError, so they surface as what they are.
-_PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, AssertionError, NotImplementedError)
 
 _LOCKED_HINT = (
     "An embedded store folder belongs to one process; to share captured data between several "
     "processes, run a Qdrant server and set QDRANT_URL (and QDRANT_API_KEY)."
 )
-
-
-# --- helpers shared with the server backend (one payload layout for both) -------------------
-
-
-def stored_payload(payload: Mapping[str, Any], *, whole: bool = False) -> dict[str, Any]:
-    """The payload as written to Qdrant: the caller's fields plus the private mirrors.
-
-    Args:
-        payload: the caller's fields.
-        whole: this is a point's whole payload (an upsert), not a merge: a point without an
-            ``indexed`` tag is then filtered as not indexed.
-
-    Raises:
-        ValueError: a field name starts with ``_`` (reserved for the store).
-    """
-    private = [k for k in payload if k.startswith("_")]
-    if private:
-        raise ValueError(f"payload fields starting with '_' are reserved for the store: {private}")
-    out = dict(payload)
-    if "indexed" in out:
-        out[INDEXED_MIRROR] = 1 if out["indexed"] else 0
-    elif whole:
-        out[INDEXED_MIRROR] = 0
-    return out
-
-
-def public_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The payload as callers see it: private ``_`` fields removed."""
-    return {k: v for k, v in (payload or {}).items() if not k.startswith("_")}
-
-
-def check_vector(vector: Vector | None, dim: int) -> list[float]:
-    """The vector as a list of floats, checked against the collection's dimension.
-
-    Raises:
-        ValueError: the vector is missing or has the wrong length.
-    """
-    if vector is None:
-        raise ValueError("a vector is required")
-    values = [float(x) for x in vector]
-    if len(values) != dim:
-        raise ValueError(f"vector has {len(values)} dimensions, the store expects {dim}")
-    return values
-
-
-def mismatch_error(stored: EmbedderInfo, configured: EmbedderInfo, where: str) -> EmbedderMismatchError:
-    """The error raised when a store is opened with another embedder than the one that built it."""
-    return EmbedderMismatchError(
-        f"{where} was built with embedder {stored.name!r} (dim {stored.dim}), "
-        f"but embedder {configured.name!r} (dim {configured.dim}) is configured.",
-        variable="DISTILLKIT_PATH",
-        fix=(
-            "Use a new DISTILLKIT_PATH (or another collection) for the new embedder, "
-            f"or configure {stored.name!r} again."
-        ),
-    )
-
-
-@contextlib.contextmanager
-def translate_errors(action: str) -> Iterator[None]:
-    """Turn engine and OS failures into :class:`StoreError`, keeping the original as the cause."""
-    try:
-        yield
-    except (DistillkitError, *_PROGRAMMING_ERRORS):
-        raise
-    except Exception as exc:
-        raise StoreError(f"Qdrant failed to {action}: {type(exc).__name__}: {exc}") from exc
-
-
-# --- the embedded store ----------------------------------------------------------------------
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

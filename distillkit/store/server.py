@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from qdrant_client import QdrantClient, models
 
-from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
-from distillkit.store.edge import (
+from distillkit.store._payload import (
     INDEXED_MIRROR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -31,6 +30,7 @@ from distillkit.store.edge import (
     stored_payload,
     translate_errors,
 )
+from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
 
 if TYPE_CHECKING:
     from qdrant_client.http.models import Filter

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distillkit.intercept import internal_call
+from distillkit._context import internal_call
 from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
 
 __all__ = ["OpenAIDatasetProvider", "OpenAIFineTuningProvider"]

@@ -6,10 +6,10 @@ sharing a server store) carries on where this one stopped:
 * ``job`` records, keyed by namespace: the job in flight and the ids of the points it trains on.
   At most one per namespace; starting one happens under the store's ``train:<namespace>`` lease.
 * ``job_history`` records, keyed by job id: every ended job, with its outcome.
-* ``model`` records (:class:`~distillkit.router.ModelRegistry`): the namespace's active model.
+* ``model`` records (:class:`~distillkit.state.ModelRegistry`): the namespace's active model.
 
 A point becomes ``indexed=True`` only after the job that trained on exactly that point
-succeeded (DESIGN.md, rule 4): the ids are snapshotted when the job starts, and only those are
+succeeded: the ids are snapshotted when the job starts, and only those are
 flipped; points captured meanwhile wait for the next round.
 """
 
@@ -24,69 +24,28 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from distillkit.router import ActiveModel, ModelRegistry
+from distillkit.state import HISTORY_KIND, JOB_KIND, ActiveModel, ModelRegistry
 from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
+from distillkit.training.rounds import (
+    ENDED,
+    TrainingRound,
+    describe,
+    failed,
+    from_history,
+    from_history_record,
+    running,
+)
 
 if TYPE_CHECKING:
     from distillkit.config import DistillConfig
     from distillkit.store.base import Store
 
-__all__ = ["HISTORY_KIND", "JOB_KIND", "RoundStatus", "Trainer", "TrainingRound"]
+__all__ = ["Trainer", "TrainingRound"]
 
 logger = logging.getLogger("distillkit")
-
-#: Record kind of the job in flight, keyed by namespace.
-JOB_KIND = "job"
-#: Record kind of ended jobs, keyed by job id.
-HISTORY_KIND = "job_history"
-
-RoundStatus = Literal["skipped", "started", "running", "succeeded", "failed", "cancelled", "error"]
-
-_IN_FLIGHT = frozenset({"started", "running"})
-_ENDED = frozenset({"succeeded", "failed", "cancelled"})
-_OUTCOME_STATUS: dict[str, RoundStatus] = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "timed_out": "failed",
-    "cancelled": "cancelled",
-}
-
-
-@dataclass(frozen=True)
-class TrainingRound:
-    """What one training round did for one namespace.
-
-    Attributes:
-        namespace: the namespace.
-        status: ``skipped`` (not enough new data, or another process is starting a job),
-            ``started`` (a job was started now), ``running`` (a job is in flight),
-            ``succeeded`` / ``failed`` / ``cancelled`` (the job ended; on success its points are
-            flipped and its model is active), ``error`` (the store or the provider failed; see
-            ``reason``).
-        job_id: the job's id, when there is one.
-        model: the distilled model, once the job succeeded.
-        examples: training examples in the job's file.
-        dropped: captured records that could not be trained on.
-        reason: why it was skipped, failed or errored; the latest progress while running.
-        base_model: the model the job trains from.
-    """
-
-    namespace: str
-    status: RoundStatus
-    job_id: str | None = None
-    model: str | None = None
-    examples: int = 0
-    dropped: int = 0
-    reason: str | None = None
-    base_model: str | None = None
-
-    @property
-    def in_flight(self) -> bool:
-        """True while the round's job has not ended."""
-        return self.status in _IN_FLIGHT and self.job_id is not None
 
 
 class Trainer:
@@ -158,13 +117,13 @@ class Trainer:
                 store = self._store()
                 namespaces = [namespace] if namespace is not None else self._namespaces(store)
             except Exception as exc:
-                return [self._failed(namespace or "*", "list namespaces", exc)]
+                return [failed(namespace or "*", "list namespaces", exc)]
             rounds = []
             for ns in namespaces:
                 try:
                     rounds.append(self._round(store, ns))
                 except Exception as exc:
-                    rounds.append(self._failed(ns, "run a training round", exc))
+                    rounds.append(failed(ns, "run a training round", exc))
             return rounds
 
     def poll(self, namespace: str | None = None) -> list[TrainingRound]:
@@ -177,7 +136,7 @@ class Trainer:
                 store = self._store()
                 records = store.list_records(JOB_KIND)
             except Exception as exc:
-                return [self._failed(namespace or "*", "list jobs", exc)]
+                return [failed(namespace or "*", "list jobs", exc)]
             rounds = []
             for ns, record in sorted(records.items()):
                 if namespace is not None and ns != namespace:
@@ -185,7 +144,7 @@ class Trainer:
                 try:
                     rounds.append(self._poll(store, ns, record))
                 except Exception as exc:
-                    rounds.append(self._failed(ns, "poll a job", exc, job_id=record.get("job_id")))
+                    rounds.append(failed(ns, "poll a job", exc, job_id=record.get("job_id")))
             return rounds
 
     def wait(self, rounds: Sequence[TrainingRound], timeout: float | None = None) -> list[TrainingRound]:
@@ -217,7 +176,7 @@ class Trainer:
                 assert original.job_id is not None
                 latest = self._follow(original.namespace, original.job_id)
                 results[i] = latest
-                if latest.status in _ENDED:
+                if latest.status in ENDED:
                     del waiting[i]
         return results
 
@@ -363,7 +322,7 @@ class Trainer:
             if age <= self.config.job_timeout:
                 if status.status != record.get("status"):
                     self._update_status(store, ns, job_id, status.status, held)
-                return self._running(ns, record, status)
+                return running(ns, record, status)
             status, outcome = self._time_out(job_id, age)
         if status.succeeded and not status.model:
             status = replace(status, status="failed", error="the job succeeded without a model")
@@ -375,7 +334,7 @@ class Trainer:
         try:
             provider.cancel(job_id)
         except Exception as exc:
-            logger.warning("distillkit: could not cancel job %s (%s)", job_id, _describe(exc))
+            logger.warning("distillkit: could not cancel job %s (%s)", job_id, describe(exc))
             status = provider.poll(job_id)
             if status.done:
                 return status, None
@@ -391,11 +350,11 @@ class Trainer:
         lease = contextlib.nullcontext(True) if held else self._lease(store, ns)
         with lease as ok:
             if not ok:
-                return self._running(ns, record, status, reason="another process is finishing this job")
+                return running(ns, record, status, reason="another process is finishing this job")
             # Finished by another process already? Then its record is gone, or is a newer job's.
             current = store.get_record(JOB_KIND, ns)
             if current is None or current.get("job_id") != job_id:
-                return self._from_history(store, ns, job_id)
+                return from_history(store, ns, job_id)
             point_ids = [str(i) for i in record.get("point_ids") or []]
             if outcome == "succeeded":
                 assert status.model is not None
@@ -419,7 +378,7 @@ class Trainer:
             logger.info("distillkit: %s: job %s succeeded; %s is active", ns, job_id, status.model)
         else:
             logger.warning("distillkit: %s: job %s %s: %s", ns, job_id, outcome, status.error)
-        return self._round_from(ns, history)
+        return from_history_record(ns, history)
 
     def _activate(self, store: Store, ns: str, record: Mapping[str, Any], model: str, trained: int) -> None:
         previous = self._active(store, ns)
@@ -447,9 +406,9 @@ class Trainer:
                 record = store.get_record(JOB_KIND, ns)
                 if record is not None and record.get("job_id") == job_id:
                     return self._poll(store, ns, record)
-                return self._from_history(store, ns, job_id)
+                return from_history(store, ns, job_id)
             except Exception as exc:
-                return self._failed(ns, "poll a job", exc, job_id=job_id)
+                return failed(ns, "poll a job", exc, job_id=job_id)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -464,7 +423,7 @@ class Trainer:
                 try:
                     store.release_lock(name, self.owner)
                 except Exception as exc:  # it expires after LOCK_TTL_S anyway
-                    logger.warning("distillkit: could not release the lease %s (%s)", name, _describe(exc))
+                    logger.warning("distillkit: could not release the lease %s (%s)", name, describe(exc))
 
     def _update_status(self, store: Store, ns: str, job_id: str, status: str, held: bool) -> None:
         """Keep the record's status current (for ``distillkit status``); best effort."""
@@ -477,56 +436,10 @@ class Trainer:
     @staticmethod
     def _active(store: Store, ns: str) -> ActiveModel | None:
         # Read from the store, not the registry's cache: another process may have activated one.
-        raw = store.get_record(ModelRegistry.KIND, ns)
-        return ActiveModel.from_record({**raw, "namespace": ns}) if raw else None
-
-    @staticmethod
-    def _running(ns: str, record: Mapping[str, Any], status: JobStatus, reason: str | None = None) -> TrainingRound:
-        return TrainingRound(
-            ns,
-            "running",
-            str(record["job_id"]),
-            examples=int(record.get("examples") or 0),
-            dropped=int(record.get("dropped") or 0),
-            reason=reason or status.progress or status.status,
-            base_model=record.get("base_model"),
-        )
-
-    @classmethod
-    def _from_history(cls, store: Store, ns: str, job_id: str) -> TrainingRound:
-        history = store.get_record(HISTORY_KIND, job_id)
-        if history is None:
-            return TrainingRound(ns, "error", job_id, reason=f"job {job_id} is neither in flight nor in the history")
-        return cls._round_from(ns, history)
-
-    @staticmethod
-    def _round_from(ns: str, history: Mapping[str, Any]) -> TrainingRound:
-        outcome = str(history.get("outcome"))
-        return TrainingRound(
-            ns,
-            _OUTCOME_STATUS.get(outcome, "failed"),
-            str(history.get("job_id")),
-            model=history.get("model"),
-            examples=int(history.get("examples") or 0),
-            dropped=int(history.get("dropped") or 0),
-            reason=history.get("error"),
-            base_model=history.get("base_model"),
-        )
-
-    @staticmethod
-    def _failed(ns: str, action: str, exc: BaseException, *, job_id: str | None = None) -> TrainingRound:
-        logger.warning("distillkit: %s: could not %s (%s)", ns, action, _describe(exc), exc_info=True)
-        return TrainingRound(ns, "error", job_id, reason=f"could not {action}: {_describe(exc)}")
+        return ModelRegistry.read(store, ns)
 
 
 def _suffix(namespace: str) -> str | None:
     """A model-name suffix from the namespace: OpenAI allows few characters and a short length."""
     cleaned = re.sub(r"[^a-z0-9-]+", "-", namespace.lower()).strip("-")
     return cleaned[:32] or None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -11,7 +11,7 @@ from _support import ask, train_by_hand
 
 import distillkit
 from distillkit import DistillConfig, Distiller
-from distillkit.embedders import WordLlamaEmbedder
+from distillkit.routing.embedders import WordLlamaEmbedder
 from distillkit.testing import Simulator
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::embfault"

@@ -121,7 +121,7 @@ def test_store_closed_underneath(wrapped: Any, resilient: Distiller) -> None:
 _HOLDER = textwrap.dedent(
     """
     import sys
-    from distillkit.embedders import WordLlamaEmbedder
+    from distillkit.routing.embedders import WordLlamaEmbedder
     from distillkit.store.base import EmbedderInfo
     from distillkit.store.edge import EdgeStore
 
@@ -177,7 +177,7 @@ def test_routing_resumes_when_the_store_is_back(simulator: Simulator, wrapped: A
 
 
 def test_a_store_given_by_the_caller_is_never_reopened(simulator: Simulator, config: DistillConfig) -> None:
-    from distillkit.embedders import make_embedder
+    from distillkit.routing.embedders import make_embedder
     from distillkit.store.base import EmbedderInfo
     from distillkit.store.edge import EdgeStore
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from distillkit import DistillConfig
-from distillkit.router import ModelRegistry
+from distillkit.state import ModelRegistry
 from distillkit.store import EdgeStore, EmbedderInfo, Point, Store
 from distillkit.testing import Simulator
 from distillkit.training import OpenAIDatasetProvider, OpenAIFineTuningProvider, Trainer

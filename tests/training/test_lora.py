@@ -26,12 +26,13 @@ pytest.importorskip("transformers")
 import distillkit
 from distillkit import DistillConfig, Distiller
 from distillkit.errors import ConfigError
-from distillkit.router import ModelRegistry
+from distillkit.state import ModelRegistry
 from distillkit.store import EdgeStore
 from distillkit.testing import Simulator
 from distillkit.testing.tiny_model import build_tiny_chat_model
 from distillkit.training import OpenAIDatasetProvider, Trainer
-from distillkit.training.lora import LoRAFineTuningProvider, LoRASettings, VLLMServer, read_json
+from distillkit.training.lora import LoRAFineTuningProvider, LoRASettings, VLLMServer
+from distillkit.training.lora.files import read_json
 
 from .conftest import add_points, payloads
 
@@ -184,7 +185,7 @@ def test_a_job_learns_the_teachers_answers_and_the_adapter_loads_back_and_genera
 def test_only_the_answer_is_learnt_in_the_models_own_chat_template(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 
-    from distillkit.training._lora_worker import IGNORE, encode
+    from distillkit.training.lora.worker import IGNORE, encode
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     example = json.loads(OpenAIDatasetProvider().encode([OpenAIDatasetProvider().example(record(QUESTIONS[0]))]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillkit.records import fingerprint, query_text, request_params, unroutable_reason
+from distillkit.routing.request import fingerprint, query_text, request_params, unroutable_reason
 
 USER = {"role": "user", "content": "Where is my card?"}
 

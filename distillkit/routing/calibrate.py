@@ -3,7 +3,7 @@
 Leave-one-out: every stored point (indexed or not) is embedded again from its stored ``query``
 and its nearest *other* point of the same namespace and task (fingerprint) is looked up in the
 store. The pair is labelled *agreeing* when both got the same teacher answer
-(:func:`distillkit.router.answer_key`). For a candidate threshold ``t``, *precision* is agreeing
+(:func:`distillkit.routing.router.answer_key`). For a candidate threshold ``t``, *precision* is agreeing
 pairs / pairs with similarity ≥ ``t`` and *coverage* is pairs ≥ ``t`` / all pairs. The chosen
 threshold is the lowest candidate whose precision reaches the target with at least
 ``min_support`` pairs above it; with less data nothing is chosen and the configured threshold stays.
@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
-from distillkit.router import answer_key
+from distillkit.routing.router import answer_key
 
 if TYPE_CHECKING:
-    from distillkit.embedders import Embedder
+    from distillkit.routing.embedders import Embedder
     from distillkit.store.base import Store
 
 __all__ = ["Calibration", "CurvePoint", "calibrate", "candidate_thresholds"]

@@ -1,8 +1,8 @@
-"""Extension points, named after the original project.
+"""Where the student answers: the :class:`LLMProvider` extension point, named after the original project.
 
-- :class:`LLMProvider`: where the distilled model is served (the same OpenAI client by
-  default, or any OpenAI-compatible server: vLLM, Ollama, llama.cpp, a hosted service).
-- :class:`DatasetProvider` and :class:`FineTuningProvider`: see :mod:`distillkit.training`.
+The distilled model is served by the same OpenAI client by default, or by any OpenAI-compatible
+server: vLLM, Ollama, llama.cpp, a hosted service. (Training's providers, which make the
+model, are in :mod:`distillkit.training.providers`.)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from distillkit.intercept import internal_call
+from distillkit._context import internal_call
 
 __all__ = ["CompatibleServerProvider", "LLMProvider", "SameClientProvider"]
 

@@ -11,7 +11,7 @@ from _support import Captures, ask, train_by_hand
 
 import distillkit
 from distillkit import DistillConfig, Distiller
-from distillkit.embedders import WordLlamaEmbedder
+from distillkit.routing.embedders import WordLlamaEmbedder
 from distillkit.testing import Simulator
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::manual01"
@@ -159,7 +159,7 @@ def test_store_unavailable_means_the_teacher_answers(simulator: Simulator, confi
     blocked = Distiller(config)
     client = distillkit.wrap(simulator.client(), blocked)
     try:
-        holder.registry.activate(__import__("distillkit.router").router.ActiveModel("default", STUDENT))
+        holder.registry.activate(__import__("distillkit.state").state.ActiveModel("default", STUDENT))
         response = ask(client, KNOWN[0])
         assert response.model == "gpt-4.1"
         assert blocked.flush(10)

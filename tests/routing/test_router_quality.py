@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from distillkit import DistillConfig, Distiller
-from distillkit.embedders import WordLlamaEmbedder
+from distillkit.routing.embedders import WordLlamaEmbedder
 from distillkit.errors import ConfigError
-from distillkit.records import fingerprint
-from distillkit.router import ActiveModel, Request, RouteInfo
+from distillkit.routing.request import fingerprint
+from distillkit.routing.request import Request, RouteInfo
+from distillkit.state import ActiveModel
 from distillkit.store import Point
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::quality"

@@ -22,17 +22,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
+from distillkit.state import DEMOTION_KIND, SHADOW_KIND
 
 if TYPE_CHECKING:
-    from distillkit.router import ModelRegistry
+    from distillkit.state import ModelRegistry
     from distillkit.store.base import Store
 
-__all__ = ["DEMOTION_KIND", "SHADOW_KIND", "ShadowChecks", "agreement"]
+__all__ = ["ShadowChecks", "agreement"]
 
 logger = logging.getLogger("distillkit")
-
-SHADOW_KIND = "shadow"
-DEMOTION_KIND = "demotion"
 
 
 def _calls(message: Mapping[str, Any]) -> list[tuple[Any, Any]]:

@@ -15,61 +15,25 @@ teacher. Nothing here raises into the caller: a failing store or embedder means 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import threading
-import time
-import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from distillkit import records
 from distillkit.config import ENV, ROUTING_RULES
 from distillkit.errors import ConfigError
+from distillkit.routing.request import Request, RouteInfo
+from distillkit.state import ActiveModel, ModelRegistry
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from distillkit.embedders import Embedder
-    from distillkit.scope import KeyFunction
+    from distillkit.routing.embedders import Embedder
     from distillkit.store.base import Store
 
-__all__ = ["ROUTING_RULES", "ModelRegistry", "Request", "RouteInfo", "Router", "answer_key", "route_info"]
+__all__ = ["ROUTING_RULES", "Router", "answer_key"]
 
 logger = logging.getLogger("distillkit")
-
-
-@dataclass(frozen=True)
-class RouteInfo:
-    """How a call was answered; see :func:`route_info`.
-
-    Attributes:
-        routed: True when the distilled model answered.
-        namespace: the call's namespace.
-        model: the model that answered (the distilled one, or the teacher).
-        similarity: cosine similarity of the nearest trained neighbour, when one was looked up.
-        neighbour_id: that neighbour's point id.
-        reason: why: ``"similar request trained"``, ``"below threshold"``, ``"no distilled model"``,
-            ``"routing off"``, ``"not routable: <why>"``, ``"distilled model failed: <error>"``,
-            ``"neighbours agree"`` (the agreement rule), ...
-        fingerprint: the task's fingerprint, when it was computed.
-        agreeing: with the agreement rule, how many of the nearest trained neighbours share the
-            nearest one's teacher answer (None with the top1 rule).
-        vetoed_by: the untrained point whose different teacher answer sent the request back to
-            the teacher (reason ``"untrained neighbour disagrees"``).
-    """
-
-    routed: bool
-    namespace: str
-    model: str | None
-    reason: str
-    similarity: float | None = None
-    neighbour_id: str | None = None
-    fingerprint: str | None = None
-    agreeing: int | None = None
-    vetoed_by: str | None = None
 
 
 def answer_key(payload: Mapping[str, Any]) -> str | None:
@@ -87,140 +51,6 @@ def answer_key(payload: Mapping[str, Any]) -> str | None:
         (call.get("function") or {}) if isinstance(call, Mapping) else call for call in response.get("tool_calls") or []
     ]
     return json.dumps([text, calls], sort_keys=True, default=str)
-
-
-_infos: dict[int, RouteInfo] = {}
-
-
-def attach(obj: Any, info: RouteInfo) -> None:
-    """Remember how ``obj`` (a response the caller receives) was answered, for :func:`route_info`."""
-    key = id(obj)
-    _infos[key] = info
-    try:
-        weakref.finalize(obj, _infos.pop, key, None)
-    except TypeError:  # an object without weak references: keep nothing rather than leak
-        _infos.pop(key, None)
-
-
-def route_info(response: Any) -> RouteInfo | None:
-    """How a response of an intercepted call was answered, or None if distillkit did not see it.
-
-    Works for ``ChatCompletion`` objects, streams and raw responses::
-
-        completion = client.chat.completions.create(...)
-        info = distillkit.route_info(completion)
-        if info and info.routed:
-            print(f"answered by {info.model} (similarity {info.similarity:.3f})")
-    """
-    own = getattr(response, "_self_route", None)  # stream proxies carry it themselves
-    if isinstance(own, RouteInfo):
-        return own
-    return _infos.get(id(response))
-
-
-@dataclass
-class Request:
-    """One intercepted call, resolved: the request keywords and the options that apply to it."""
-
-    kwargs: dict[str, Any]
-    namespace: str
-    threshold: float | None  # set explicitly (call, scope or wrap); else calibrated or configured
-    route: bool
-    capture: bool
-    key: KeyFunction | None = None
-    raw: str | None = None  # None, "true" (with_raw_response) or "stream"/"raw" (streamed response)
-    vector: np.ndarray | None = None
-    info: RouteInfo | None = None
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def stream(self) -> bool:
-        return self.kwargs.get("stream") is True
-
-    @property
-    def teacher_model(self) -> str:
-        return str(self.kwargs.get("model"))
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        return records.fingerprint(self.kwargs)
-
-    @functools.cached_property
-    def query(self) -> str:
-        messages = self.kwargs.get("messages") or []
-        if self.key is not None:
-            return str(self.key(messages))
-        return records.query_text(messages)
-
-    @functools.cached_property
-    def unroutable(self) -> str | None:
-        return records.unroutable_reason(self.kwargs)
-
-
-@dataclass(frozen=True)
-class ActiveModel:
-    """A namespace's entry in the model registry."""
-
-    namespace: str
-    model: str
-    base_model: str | None = None
-    job_id: str | None = None
-    trained_count: int = 0
-    activated_at: float = 0.0
-    threshold: float | None = None  # a calibrated threshold, when one was saved
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> ActiveModel:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in record.items() if k in known})
-
-
-class ModelRegistry:
-    """Namespace → active distilled model, kept in the store's ``model`` records.
-
-    Reads are cached for ``ttl`` seconds so that the request path almost never touches the
-    store, while a model activated by another process (a ``distillkit train`` worker) is seen
-    within that time.
-    """
-
-    KIND = "model"
-
-    def __init__(self, store: Callable[[], Store], ttl: float = 5.0) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._cache: dict[str, ActiveModel] = {}
-        self._loaded_at = -float("inf")
-        self._lock = threading.Lock()
-
-    def get(self, namespace: str) -> ActiveModel | None:
-        if time.monotonic() - self._loaded_at > self._ttl:
-            self.refresh()
-        return self._cache.get(namespace)
-
-    def all(self) -> dict[str, ActiveModel]:
-        self.refresh()
-        return dict(self._cache)
-
-    def refresh(self) -> None:
-        with self._lock:
-            self._loaded_at = time.monotonic()  # also on failure: do not hammer a broken store
-            records_ = self._store().list_records(self.KIND)
-            self._cache = {ns: ActiveModel.from_record({**r, "namespace": ns}) for ns, r in records_.items()}
-
-    def activate(self, model: ActiveModel) -> None:
-        self._store().put_record(self.KIND, model.namespace, asdict(model))
-        with self._lock:
-            self._cache[model.namespace] = model
-
-    def deactivate(self, namespace: str) -> None:
-        self._store().delete_record(self.KIND, namespace)
-        with self._lock:
-            self._cache.pop(namespace, None)
-
-    def set_threshold(self, namespace: str, threshold: float | None) -> None:
-        current = self.get(namespace)
-        if current is not None:
-            self.activate(replace(current, threshold=threshold))
 
 
 class Router:

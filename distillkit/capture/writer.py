@@ -97,11 +97,6 @@ class CaptureWriter(Generic[T]):
         if self._thread is not None:
             self._thread.join(timeout)
 
-    @property
-    def pending(self) -> int:
-        """Entries waiting to be written."""
-        return len(self._queue)
-
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()

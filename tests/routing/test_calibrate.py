@@ -14,7 +14,7 @@ from _support import ask, train_by_hand
 
 import distillkit
 from distillkit import DistillConfig, Distiller
-from distillkit.calibrate import calibrate
+from distillkit.routing.calibrate import calibrate
 from distillkit.cli import main
 from distillkit.testing import Simulator
 

@@ -11,7 +11,7 @@ import pytest
 
 import distillkit
 from distillkit import DistillConfig, Distiller
-from distillkit.redact import luhn_valid, pii
+from distillkit.capture.redact import luhn_valid, pii
 from distillkit.testing import Simulator
 
 EMAIL, CARD, PHONE = "jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958"

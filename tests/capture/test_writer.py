@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from distillkit.capture import CaptureWriter
+from distillkit.capture.writer import CaptureWriter
 
 
 def test_items_arrive_in_batches_in_order() -> None:
@@ -73,7 +73,7 @@ def test_interpreter_exit_flushes_the_queue(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import time
-        from distillkit.capture import CaptureWriter
+        from distillkit.capture.writer import CaptureWriter
 
         def sink(batch):
             time.sleep(0.05)  # slower than the main thread, which exits at once

@@ -5,7 +5,7 @@ hardware you control. It reads the same training file as OpenAI's provider (the 
 :class:`~distillkit.training.OpenAIDatasetProvider`), so nothing upstream changes:
 
 * :meth:`LoRAFineTuningProvider.start` writes the file into a job folder and starts a
-  **separate process** (``python -m distillkit.training._lora_worker``) that applies the base
+  **separate process** (``python -m distillkit.training.lora.worker``) that applies the base
   model's own chat template, trains a LoRA adapter with transformers + peft, and writes its
   status, progress (step, loss) and log into that folder. Training never runs in the
   application's process, and a crash there is a failed job, not a crashed application.
@@ -26,7 +26,6 @@ process imports them; this module does not.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -34,33 +33,31 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from distillkit.config import DEFAULT_BASE_MODEL, ENV
-from distillkit.errors import ConfigError
+from distillkit.errors import ConfigError, TrainingError
+from distillkit.training.lora.files import (
+    ADAPTER,
+    CANCEL,
+    DATA,
+    LOCK,
+    LOG,
+    METRICS,
+    SPEC,
+    STATUS,
+    read_json,
+    write_json,
+)
+from distillkit.training.lora.server import VLLMServer
 from distillkit.training.providers import FineTuningProvider, JobState, JobStatus
 
-__all__ = ["LoRAFineTuningProvider", "LoRASettings", "VLLMServer", "read_json", "write_json"]
+__all__ = ["LoRAFineTuningProvider", "LoRASettings"]
 
 logger = logging.getLogger("distillkit")
-
-#: Files of a job folder (the training process writes ``status.json``, ``metrics.json``, the log
-#: and ``adapter/``; this module writes the rest).
-SPEC, DATA, STATUS, METRICS, LOG, LOCK, CANCEL, ADAPTER = (
-    "job.json",
-    "train.jsonl",
-    "status.json",
-    "metrics.json",
-    "train.log",
-    "lock",
-    "cancel",
-    "adapter",
-)
 
 #: Credentials the training process never needs, kept out of its environment (and so out of
 #: anything it, or a library it loads, might dump). A hub token (HF_TOKEN) stays: gated models need it.
@@ -123,64 +120,6 @@ class LoRASettings:
             raise ConfigError(
                 f"LoRASettings.learning_rate={self.learning_rate!r} is not positive.", variable="learning_rate"
             )
-
-
-class VLLMServer:
-    """A running vLLM server's runtime LoRA API (also spoken by :class:`distillkit.testing.Simulator`).
-
-    The server must be started with LoRA enabled and runtime updates allowed::
-
-        VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve Qwen/Qwen2.5-0.5B-Instruct \\
-            --enable-lora --max-lora-rank 16 --port 8000
-
-    It must also see the adapter folders at the same paths (same machine, or a shared volume).
-
-    Args:
-        base_url: the server's OpenAI-compatible base URL, e.g. ``http://localhost:8000/v1``
-            (the same value as ``DISTILLKIT_DISTILLED_BASE_URL``).
-        api_key: sent as a bearer token when the server was started with ``--api-key``.
-        timeout: seconds per request (loading an adapter takes a moment on a busy server).
-    """
-
-    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._timeout = timeout
-
-    def __repr__(self) -> str:  # never show the key
-        return f"VLLMServer(base_url={self.base_url!r})"
-
-    def load_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
-        """Register the adapter in ``path`` as model ``name``; loading it again is not an error.
-
-        Raises:
-            RuntimeError: the server refused (the message is the server's) or could not be reached.
-        """
-        status, text = self._post("load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
-        if status == 200 or (status == 400 and "already been loaded" in text):
-            return
-        raise RuntimeError(f"vLLM refused to load adapter {name!r} (HTTP {status}): {text[:300]}")
-
-    def unload_adapter(self, name: str) -> None:
-        """Unregister model ``name``; an adapter that is not loaded is not an error."""
-        status, text = self._post("unload_lora_adapter", {"lora_name": name})
-        if status not in (200, 404):
-            raise RuntimeError(f"vLLM refused to unload adapter {name!r} (HTTP {status}): {text[:300]}")
-
-    def _post(self, endpoint: str, body: dict[str, Any]) -> tuple[int, str]:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(
-            f"{self.base_url}/{endpoint}", data=json.dumps(body).encode(), headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                return response.status, response.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, OSError) as exc:
-            raise RuntimeError(f"could not reach vLLM at {self.base_url}: {exc}") from None
 
 
 class LoRAFineTuningProvider(FineTuningProvider):
@@ -261,7 +200,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             with open(folder / LOG, "ab") as log:
                 process = subprocess.Popen(
-                    [self.python, "-m", "distillkit.training._lora_worker", str(folder), str(lock)],
+                    [self.python, "-m", "distillkit.training.lora.worker", str(folder), str(lock)],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -376,7 +315,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
         if self.server is not None:
             try:
                 self.server.load_adapter(name, folder / ADAPTER)
-            except RuntimeError as exc:
+            except TrainingError as exc:
                 # The training is not lost: the next poll tries again (job_timeout bounds it).
                 logger.warning("distillkit: LoRA job %s trained, not registered yet: %s", name, exc)
                 return {**status, "progress": f"trained; waiting for the server: {exc}"}
@@ -411,19 +350,3 @@ class LoRAFineTuningProvider(FineTuningProvider):
 def _is_job_id(name: str) -> bool:
     """A job id is also a folder name and a served model name: a plain, non-hidden file name."""
     return re.fullmatch(r"[A-Za-z0-9._-]+", name) is not None and not name.startswith(".")
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically (a reader sees the old file or the new one, never half of one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``; None when the file is missing or not an object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -1,13 +1,14 @@
 """Redaction before capture: personal data masked in what the store keeps.
 
-A redactor is any ``Callable[[str], str]``; give it to ``Distiller(redact=...)``. The capture writer
+A redactor is any ``Callable[[str], str]``; give it to ``Distiller(redact=...)``. The capture sink
 applies it to every text field of a teacher interaction before it is stored: the request's message
 contents (text parts included), tool-call arguments, the answer and the query text. Fields it
 changed are listed in the stored payload's ``redacted`` field.
 
-The routing embedding is computed from the caller's unredacted query, on the request path, and is
-reused as the stored vector (DESIGN.md rule 3): a vector is not text, but it was derived from the
-original words. A redactor that raises drops that capture (never stores it unredacted).
+Routing embeds the caller's own words, on the request path. That vector is stored only when the
+redactor left the query unchanged; when it masked something in the query, the stored vector is
+embedded again from the masked text, because a vector can be inverted into something close to the
+words it came from. A redactor that raises drops that capture (never stores it unredacted).
 
 Example:
     >>> pii("Mail jane.doe@example.com or call +44 20 7946 0958, card 4111 1111 1111 1111.")

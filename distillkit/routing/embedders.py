@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from distillkit._context import internal_call
 from distillkit.config import ENV
 from distillkit.errors import ConfigError
 
@@ -74,8 +75,7 @@ class WordLlamaEmbedder:
         wordllama = _import_quietly("wordllama")
         WordLlama = wordllama.WordLlama
 
-        # wordllama looks for its tokenizer in the wrong folder unless told where it lives
-        # (DESIGN.md, "Facts measured").
+        # wordllama looks for its tokenizer in the wrong folder unless told where it lives.
         self._model = WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True, dim=dim)
         self.dim = dim
         self.name = f"wordllama-l2_supercat-{dim}"
@@ -136,8 +136,6 @@ class OpenAIEmbedder:
         return int(self.embed(["dimension probe"]).shape[1])
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        from distillkit.intercept import internal_call
-
         extra: dict[str, Any] = {"dimensions": self._dimensions} if self._dimensions else {}
         with internal_call():
             response = self._client.embeddings.create(model=self.model, input=list(texts), **extra)

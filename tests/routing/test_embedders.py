@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from distillkit import ConfigError
-from distillkit.embedders import OpenAIEmbedder, WordLlamaEmbedder, make_embedder
+from distillkit.routing.embedders import OpenAIEmbedder, WordLlamaEmbedder, make_embedder
 from distillkit.testing import Simulator
 
 
@@ -24,7 +24,7 @@ def test_wordllama_gives_unit_vectors_that_rank_paraphrases_first() -> None:
 
 WORDLLAMA_IN_THREADS = """
 import logging, threading
-from distillkit.embedders import WordLlamaEmbedder
+from distillkit.routing.embedders import WordLlamaEmbedder
 root = logging.getLogger()
 first = threading.Thread(target=WordLlamaEmbedder)
 first.start()

@@ -1,6 +1,6 @@
-"""The LoRA training process: ``python -m distillkit.training._lora_worker JOB_DIR LOCK_FD``.
+"""The LoRA training process: ``python -m distillkit.training.lora.worker JOB_DIR LOCK_FD``.
 
-Started by :class:`~distillkit.training.lora.LoRAFineTuningProvider`, never imported by the
+Started by :class:`~distillkit.training.lora.provider.LoRAFineTuningProvider`, never imported by the
 application. It reads ``job.json`` and ``train.jsonl`` from the job folder, trains a LoRA
 adapter on the assistant turns (the prompt's tokens are masked out of the loss), and writes
 ``status.json`` (state, step, loss) as it goes, then ``adapter/`` and ``metrics.json``. SIGTERM
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distillkit.training.lora import ADAPTER, DATA, METRICS, SPEC, STATUS, read_json, write_json
+from distillkit.training.lora.files import ADAPTER, DATA, METRICS, SPEC, STATUS, read_json, write_json
 
 IGNORE = -100  # label of tokens the loss skips
 

@@ -1,0 +1,222 @@
+"""The request path: prepare → route → student | teacher → deliver.
+
+Every intercepted call comes here through :meth:`Pipeline.handle` (sync) or
+:meth:`Pipeline.ahandle` (async). Both run the same plain helpers and differ only where they
+await: prepare the request, decide, call the student or the teacher, hand back the response (a
+stream is proxied), count it, and queue the teacher's answer for capture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from distillkit._context import internal_call
+from distillkit.capture.sink import Captured
+from distillkit.routing.request import Request, RouteInfo, attach
+from distillkit.serving import LLMProvider, SameClientProvider
+from distillkit.streams import AsyncStreamProxy, StreamAssembler, StreamProxy, response_message
+
+if TYPE_CHECKING:
+    from distillkit.capture.writer import CaptureWriter
+    from distillkit.config import DistillConfig
+    from distillkit.events import Events
+    from distillkit.options import Options
+    from distillkit.routing.router import Router
+    from distillkit.routing.shadow import ShadowChecks
+    from distillkit.stats import Stats
+
+__all__ = ["Intercepted", "Pipeline", "describe"]
+
+logger = logging.getLogger("distillkit")
+
+#: Request headers that carry the caller's credentials (kept from a separate distilled server).
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "openai-organization", "openai-project"})
+
+
+@dataclass
+class Intercepted:
+    """A call distillkit handles: the client, the request without our keyword, merged options."""
+
+    client: Any
+    kwargs: dict[str, Any]
+    options: Options
+
+
+class Pipeline:
+    """Answers intercepted calls with the parts the :class:`~distillkit.Distiller` built."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        router: Router,
+        llm_provider: LLMProvider,
+        shadows: ShadowChecks,
+        writer: CaptureWriter[Captured],
+        stats: Stats,
+        events: Events,
+    ) -> None:
+        self.config = config
+        self.router = router
+        #: Where the student answers.
+        self.llm_provider = llm_provider
+        self.shadows = shadows
+        self._writer = writer
+        self._stats = stats
+        self._events = events
+
+    # --- the two entry points ---------------------------------------------------------------
+
+    def handle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
+        """Answer one intercepted synchronous call (``create`` sends it to the teacher)."""
+        request = self._prepare(call)
+        info = self.router.decide(request)
+        if info.routed:
+            try:
+                result = self.llm_provider.create(call.client, self._student_kwargs(request))
+            except Exception as exc:
+                self._student_failed(request, exc)
+            else:
+                return self._routed(request, result, create, asynchronous=False)
+        return self._deliver(request, create(**request.kwargs), student=False)
+
+    async def ahandle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
+        """Answer one intercepted asynchronous call; embedding and search run off the event loop."""
+        request = self._prepare(call)
+        if self.router.needs_lookup(request):
+            info = await asyncio.to_thread(self.router.decide, request)
+        else:
+            info = self.router.decide(request)
+        if info.routed:
+            try:
+                result = await self.llm_provider.acreate(call.client, self._student_kwargs(request))
+            except Exception as exc:
+                self._student_failed(request, exc)
+            else:
+                return self._routed(request, result, create, asynchronous=True)
+        return self._deliver(request, await create(**request.kwargs), student=False)
+
+    # --- plain helpers, shared by both --------------------------------------------------------
+
+    def _prepare(self, call: Intercepted) -> Request:
+        options, config = call.options, self.config
+        headers = call.kwargs.get("extra_headers")
+        raw = headers.get("X-Stainless-Raw-Response") if isinstance(headers, dict) else None
+        return Request(
+            kwargs=call.kwargs,
+            namespace=options.namespace or config.namespace,
+            threshold=options.threshold,
+            route=config.route if options.route is None else options.route,
+            capture=config.capture if options.capture is None else options.capture,
+            key=options.key,
+            raw=raw,
+        )
+
+    def _student_kwargs(self, request: Request) -> dict[str, Any]:
+        assert request.info is not None and request.info.model is not None
+        kwargs = {**request.kwargs, "model": request.info.model}
+        headers = kwargs.get("extra_headers")
+        if isinstance(headers, dict) and not isinstance(self.llm_provider, SameClientProvider):
+            # The caller's credentials are for its own API: another server (and its own key) serves
+            # the distilled model, so they must not travel there, nor override that key.
+            kwargs["extra_headers"] = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+        return kwargs
+
+    def _student_failed(self, request: Request, exc: BaseException) -> None:
+        assert request.info is not None
+        logger.warning(
+            "distillkit: distilled model %s failed (%s); the teacher answers", request.info.model, describe(exc)
+        )
+        self._stats.add(request.namespace, distilled_failures=1)
+        request.info = RouteInfo(
+            False,
+            request.namespace,
+            request.teacher_model,
+            f"distilled model failed: {describe(exc)}",
+            request.info.similarity,
+            request.info.neighbour_id,
+            request.info.fingerprint,
+        )
+
+    def _routed(self, request: Request, result: Any, create: Callable[..., Any], *, asynchronous: bool) -> Any:
+        """Deliver the student's answer; maybe ask the teacher too, in the background, to compare."""
+        delivered = self._deliver(request, result, student=True)
+        if request.raw is None and not request.stream and self.shadows.sample():
+            self._shadow(request, result, create, asynchronous)
+        return delivered
+
+    def _shadow(self, request: Request, result: Any, create: Callable[..., Any], asynchronous: bool) -> None:
+        assert request.info is not None and request.info.model is not None
+        student, _ = response_message(result)
+        kwargs = dict(request.kwargs)
+        namespace, model = request.namespace, request.info.model
+        if asynchronous:
+
+            async def ateacher() -> dict[str, Any] | None:
+                with internal_call():
+                    return response_message(await create(**kwargs))[0]
+
+            self.shadows.astart(namespace, model, kwargs, student, ateacher)
+            return
+
+        def teacher() -> dict[str, Any] | None:
+            with internal_call():
+                return response_message(create(**kwargs))[0]
+
+        self.shadows.start(namespace, model, kwargs, student, teacher)
+
+    def _deliver(self, request: Request, result: Any, *, student: bool) -> Any:
+        """Count, attach route info, proxy streams, queue captures; return what the caller gets."""
+        info = request.info
+        assert info is not None
+        self._stats.add(request.namespace, requests=1, **{"routed" if student else "teacher": 1})
+        if self._events.observed("decision"):
+            self._events.emit("decision", info)
+        if request.raw in ("stream", "raw"):
+            return result  # a streamed raw response is read by the caller's own code: not captured
+        if request.stream and request.raw is None:
+            done = self._stream_done(request, student)
+            proxy_type = AsyncStreamProxy if hasattr(result, "__aiter__") else StreamProxy
+            return proxy_type(result, done, info)
+        attach(result, info)
+        if request.stream:
+            return result  # raw + stream: the caller parses the stream itself; not captured
+        completion = result.parse() if request.raw is not None else result  # parse() is cached
+        if completion is not result:
+            attach(completion, info)
+        message, finish_reason = response_message(completion)
+        self._finished(request, student, message, finish_reason, getattr(completion, "usage", None))
+        return result
+
+    def _stream_done(self, request: Request, student: bool) -> Callable[[StreamAssembler, bool], None]:
+        def done(assembler: StreamAssembler, completed: bool) -> None:
+            if completed:
+                self._finished(request, student, assembler.message(), assembler.finish_reason, assembler.usage)
+
+        return done
+
+    def _finished(
+        self,
+        request: Request,
+        student: bool,
+        message: dict[str, Any] | None,
+        finish_reason: str | None,
+        usage: Any,
+    ) -> None:
+        model = request.info.model if student and request.info else request.teacher_model
+        self._stats.add_usage(request.namespace, str(model), usage, request.teacher_model if student else None)
+        if student or not request.capture or message is None:
+            return
+        messages = request.kwargs.get("messages") or []
+        # Copy now: callers often append the answer to their own message list right after.
+        snapshot = [dict(m) if isinstance(m, dict) else m for m in messages]
+        self._writer.submit(Captured(request, snapshot, message, finish_reason, usage))
+
+
+def describe(exc: BaseException) -> str:
+    """An exception's type and HTTP status, for a log line."""
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__} {status}" if status else type(exc).__name__

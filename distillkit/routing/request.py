@@ -1,0 +1,234 @@
+"""One intercepted request as distillkit sees it, and how it was answered.
+
+* :class:`Request`: the call's keywords and the options that apply to it, with what routing
+  needs from it: the ``query`` text to embed, the task's ``fingerprint``, why it cannot be routed.
+* :class:`RouteInfo`: the decision, attached to the response the caller gets (:func:`route_info`).
+* Pure functions from request keywords to what is stored (``request_params``, ``jsonable``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from distillkit.options import KeyFunction
+
+__all__ = [
+    "Request",
+    "RouteInfo",
+    "attach",
+    "fingerprint",
+    "jsonable",
+    "query_text",
+    "request_params",
+    "route_info",
+    "unroutable_reason",
+]
+
+#: Request keywords that are transport or distillkit details, never part of the stored task.
+_TRANSPORT_KEYS = frozenset(
+    {"messages", "stream", "stream_options", "extra_headers", "extra_query", "extra_body", "timeout", "distillkit"}
+)
+#: What defines a task apart from the user's words.
+_TASK_KEYS = ("tools", "tool_choice", "response_format", "functions", "function_call")
+_INSTRUCTION_ROLES = ("system", "developer")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy: pydantic models dumped, tuples listed, unknown objects as strings."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return jsonable(dump(exclude_unset=True))
+    if isinstance(value, (set, frozenset)) or (hasattr(value, "__iter__") and not isinstance(value, bytes)):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def _given(value: Any) -> bool:
+    """False for the SDK's ``omit`` / ``NOT_GIVEN`` sentinels."""
+    return type(value).__name__ not in ("Omit", "NotGiven")
+
+
+def request_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's parameters worth storing: everything but messages and transport details.
+
+    Headers are left out on purpose: they can carry credentials.
+    """
+    return {k: jsonable(v) for k, v in kwargs.items() if k not in _TRANSPORT_KEYS and _given(v)}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "\n".join(
+            part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text"
+        )
+    return ""
+
+
+def query_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The text that identifies a request among others of its task: the last user message."""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def fingerprint(kwargs: Mapping[str, Any]) -> str:
+    """A short hash of what defines the task: instructions, tools, output format, teacher model.
+
+    Two requests with the same fingerprint differ only in the user's words (and the
+    conversation so far), so a distilled model trained on one may answer the other.
+    """
+    messages = kwargs.get("messages") or []
+    instructions = [
+        [m.get("role"), _text_of(m.get("content"))]
+        for m in messages
+        if isinstance(m, Mapping) and m.get("role") in _INSTRUCTION_ROLES
+    ]
+    task = {
+        "model": kwargs.get("model"),
+        "instructions": instructions,
+        **{k: jsonable(kwargs[k]) for k in _TASK_KEYS if k in kwargs and _given(kwargs[k])},
+    }
+    canonical = json.dumps(task, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def unroutable_reason(kwargs: Mapping[str, Any]) -> str | None:
+    """Why a request must go to the teacher whatever the store says, or None if it may be routed."""
+    n = kwargs.get("n")
+    if _given(n) and isinstance(n, int) and n > 1:
+        return "n>1"
+    if _given(kwargs.get("logprobs")) and kwargs.get("logprobs"):
+        return "logprobs"
+    modalities = kwargs.get("modalities")
+    if (_given(modalities) and modalities and "audio" in modalities) or (
+        _given(kwargs.get("audio")) and kwargs.get("audio")
+    ):
+        return "audio output"
+    messages = kwargs.get("messages")
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
+        return "no messages"
+    for message in messages:
+        if not isinstance(message, Mapping):
+            return "malformed message"
+        content = message.get("content")
+        if isinstance(content, Sequence) and not isinstance(content, str):
+            for part in content:
+                if not isinstance(part, Mapping) or part.get("type") not in ("text", "refusal"):
+                    return "non-text content"
+    return None
+
+
+@dataclass
+class Request:
+    """One intercepted call, resolved: the request keywords and the options that apply to it."""
+
+    kwargs: dict[str, Any]
+    namespace: str
+    threshold: float | None  # set explicitly (call, scope or wrap); else calibrated or configured
+    route: bool
+    capture: bool
+    key: KeyFunction | None = None
+    raw: str | None = None  # None, "true" (with_raw_response) or "stream"/"raw" (streamed response)
+    vector: np.ndarray | None = None
+    info: RouteInfo | None = None
+
+    @property
+    def stream(self) -> bool:
+        return self.kwargs.get("stream") is True
+
+    @property
+    def teacher_model(self) -> str:
+        return str(self.kwargs.get("model"))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.kwargs)
+
+    @functools.cached_property
+    def query(self) -> str:
+        messages = self.kwargs.get("messages") or []
+        if self.key is not None:
+            return str(self.key(messages))
+        return query_text(messages)
+
+    @functools.cached_property
+    def unroutable(self) -> str | None:
+        return unroutable_reason(self.kwargs)
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """How a call was answered; see :func:`route_info`.
+
+    Attributes:
+        routed: True when the distilled model answered.
+        namespace: the call's namespace.
+        model: the model that answered (the distilled one, or the teacher).
+        similarity: cosine similarity of the nearest trained neighbour, when one was looked up.
+        neighbour_id: that neighbour's point id.
+        reason: why: ``"similar request trained"``, ``"below threshold"``, ``"no distilled model"``,
+            ``"routing off"``, ``"not routable: <why>"``, ``"distilled model failed: <error>"``,
+            ``"neighbours agree"`` (the agreement rule), ...
+        fingerprint: the task's fingerprint, when it was computed.
+        agreeing: with the agreement rule, how many of the nearest trained neighbours share the
+            nearest one's teacher answer (None with the top1 rule).
+        vetoed_by: the untrained point whose different teacher answer sent the request back to
+            the teacher (reason ``"untrained neighbour disagrees"``).
+    """
+
+    routed: bool
+    namespace: str
+    model: str | None
+    reason: str
+    similarity: float | None = None
+    neighbour_id: str | None = None
+    fingerprint: str | None = None
+    agreeing: int | None = None
+    vetoed_by: str | None = None
+
+
+_infos: dict[int, RouteInfo] = {}
+
+
+def attach(obj: Any, info: RouteInfo) -> None:
+    """Remember how ``obj`` (a response the caller receives) was answered, for :func:`route_info`."""
+    key = id(obj)
+    _infos[key] = info
+    try:
+        weakref.finalize(obj, _infos.pop, key, None)
+    except TypeError:  # an object without weak references: keep nothing rather than leak
+        _infos.pop(key, None)
+
+
+def route_info(response: Any) -> RouteInfo | None:
+    """How a response of an intercepted call was answered, or None if distillkit did not see it.
+
+    Works for ``ChatCompletion`` objects, streams and raw responses::
+
+        completion = client.chat.completions.create(...)
+        info = distillkit.route_info(completion)
+        if info and info.routed:
+            print(f"answered by {info.model} (similarity {info.similarity:.3f})")
+    """
+    own = getattr(response, "_self_route", None)  # stream proxies carry it themselves
+    if isinstance(own, RouteInfo):
+        return own
+    return _infos.get(id(response))

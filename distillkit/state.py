@@ -1,0 +1,165 @@
+"""What distillkit keeps beside the captured points: the store's companion records, in one place.
+
+Every kind of record, what it holds, and who writes it:
+
+========================  ==================  ===============================================
+kind                      key                 written by
+========================  ==================  ===============================================
+``model``                 namespace           :class:`ModelRegistry`: the active distilled model
+``job``                   namespace           the trainer: the job in flight and its point ids
+``job_history``           job id              the trainer: every ended job, with its outcome
+``shadow``                namespace:model     shadow checks: count and mean agreement
+``demotion``              namespace           shadow checks: why a model was demoted
+``namespace``             namespace           the capture sink: namespaces seen
+``stats``                 namespace:instance  the Distiller: counters of each process
+========================  ==================  ===============================================
+
+State lives in the store, never only in memory, so that a restarted process (or another one
+sharing a server store) carries on where this one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from distillkit.stats import NamespaceStats
+
+if TYPE_CHECKING:
+    from distillkit.store.base import Store
+
+__all__ = [
+    "DEMOTION_KIND",
+    "HISTORY_KIND",
+    "JOB_KIND",
+    "MODEL_KIND",
+    "NAMESPACE_KIND",
+    "SHADOW_KIND",
+    "STATS_KIND",
+    "ActiveModel",
+    "ModelRegistry",
+    "saved_stats",
+    "shadow_summaries",
+]
+
+MODEL_KIND = "model"
+JOB_KIND = "job"
+HISTORY_KIND = "job_history"
+SHADOW_KIND = "shadow"
+DEMOTION_KIND = "demotion"
+NAMESPACE_KIND = "namespace"
+STATS_KIND = "stats"
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """A namespace's entry in the model registry."""
+
+    namespace: str
+    model: str
+    base_model: str | None = None
+    job_id: str | None = None
+    trained_count: int = 0
+    activated_at: float = 0.0
+    threshold: float | None = None  # a calibrated threshold, when one was saved
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ActiveModel:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+class ModelRegistry:
+    """Namespace → active distilled model, kept in the store's ``model`` records.
+
+    Reads are cached for ``ttl`` seconds so that the request path almost never touches the
+    store, while a model activated by another process (a ``distillkit train`` worker) is seen
+    within that time.
+    """
+
+    KIND = MODEL_KIND
+
+    def __init__(self, store: Callable[[], Store], ttl: float = 5.0) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._cache: dict[str, ActiveModel] = {}
+        self._loaded_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def get(self, namespace: str) -> ActiveModel | None:
+        if time.monotonic() - self._loaded_at > self._ttl:
+            self.refresh()
+        return self._cache.get(namespace)
+
+    def all(self) -> dict[str, ActiveModel]:
+        self.refresh()
+        return dict(self._cache)
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._loaded_at = time.monotonic()  # also on failure: do not hammer a broken store
+            records_ = self._store().list_records(self.KIND)
+            self._cache = {ns: ActiveModel.from_record({**r, "namespace": ns}) for ns, r in records_.items()}
+
+    def activate(self, model: ActiveModel) -> None:
+        self._store().put_record(self.KIND, model.namespace, asdict(model))
+        with self._lock:
+            self._cache[model.namespace] = model
+
+    def deactivate(self, namespace: str) -> None:
+        self._store().delete_record(self.KIND, namespace)
+        with self._lock:
+            self._cache.pop(namespace, None)
+
+    def set_threshold(self, namespace: str, threshold: float | None) -> None:
+        current = self.get(namespace)
+        if current is not None:
+            self.activate(replace(current, threshold=threshold))
+
+    @staticmethod
+    def read(store: Store, namespace: str) -> ActiveModel | None:
+        """The namespace's active model read from ``store`` itself, bypassing any cache."""
+        raw = store.get_record(MODEL_KIND, namespace)
+        return ActiveModel.from_record({**raw, "namespace": namespace}) if raw else None
+
+
+def shadow_summaries(store: Store) -> dict[str, dict[str, dict[str, Any]]]:
+    """Namespace → model → ``{"samples", "mean_agreement"}`` of its shadow checks."""
+    out: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for record in store.list_records(SHADOW_KIND).values():
+        if isinstance(record.get("namespace"), str) and isinstance(record.get("model"), str):
+            out[record["namespace"]][record["model"]] = {
+                "samples": record.get("samples", 0),
+                "mean_agreement": record.get("mean_agreement"),
+            }
+    return dict(out)
+
+
+def saved_stats(store: Store) -> dict[str, NamespaceStats]:
+    """Namespace → the counters every process saved, added up."""
+    totals: dict[str, NamespaceStats] = {}
+    for record in store.list_records(STATS_KIND).values():
+        ns = record.get("namespace")
+        if isinstance(ns, str):
+            totals[ns] = _merge(totals.get(ns, NamespaceStats()), record)
+    return totals
+
+
+def _merge(total: NamespaceStats, saved: Mapping[str, Any]) -> NamespaceStats:
+    """Add one saved counter record to a running total."""
+    out = dataclasses.replace(total)
+    for counter in dataclasses.fields(NamespaceStats):
+        if counter.name != "tokens":
+            setattr(out, counter.name, getattr(out, counter.name) + (saved.get(counter.name) or 0))
+    tokens = {m: dict(t) for m, t in out.tokens.items()}
+    for model, counts in (saved.get("tokens") or {}).items():
+        slot = tokens.setdefault(model, {"prompt": 0, "completion": 0})
+        for key in ("prompt", "completion"):
+            slot[key] += counts.get(key, 0)
+    out.tokens = tokens
+    return out
