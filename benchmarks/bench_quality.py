@@ -40,8 +40,7 @@ from _data import banking77
 from distillkit import DistillConfig, Distiller
 from distillkit.capture.sink import Captured
 from distillkit.routing.embedders import Embedder, MiniLMEmbedder, WordLlamaEmbedder
-from distillkit.routing.request import fingerprint
-from distillkit.routing.request import Request
+from distillkit.routing.request import Request, fingerprint
 from distillkit.state import ActiveModel
 from distillkit.store import EdgeStore, EmbedderInfo, Point
 

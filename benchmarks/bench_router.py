@@ -26,8 +26,7 @@ from _data import banking77
 from distillkit import DistillConfig, Distiller
 from distillkit.capture.sink import Captured
 from distillkit.routing.embedders import WordLlamaEmbedder
-from distillkit.routing.request import fingerprint
-from distillkit.routing.request import Request, RouteInfo
+from distillkit.routing.request import Request, RouteInfo, fingerprint
 from distillkit.state import ActiveModel
 from distillkit.store import EdgeStore, EmbedderInfo, Point, ServerStore, Store
 

@@ -14,8 +14,8 @@ from _support import ask, train_by_hand
 
 import distillkit
 from distillkit import DistillConfig, Distiller
-from distillkit.routing.calibrate import calibrate
 from distillkit.cli import main
+from distillkit.routing.calibrate import calibrate
 from distillkit.testing import Simulator
 
 # Pairs of topics worded alike but answered differently, so that low thresholds lose precision.

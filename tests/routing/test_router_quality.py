@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from distillkit import DistillConfig, Distiller
-from distillkit.routing.embedders import WordLlamaEmbedder
 from distillkit.errors import ConfigError
-from distillkit.routing.request import fingerprint
-from distillkit.routing.request import Request, RouteInfo
+from distillkit.routing.embedders import WordLlamaEmbedder
+from distillkit.routing.request import Request, RouteInfo, fingerprint
 from distillkit.state import ActiveModel
 from distillkit.store import Point
 
