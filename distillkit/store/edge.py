@@ -13,10 +13,8 @@ dies without :meth:`EdgeStore.close`. The WAL is also the engine's folder lock: 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import stat
 import threading
 import time
 import uuid
@@ -27,6 +25,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from distillkit.errors import StoreError, StoreLockedError
+from distillkit.store._files import folder_identity, make_private_dir, write_json_atomic
 from distillkit.store._payload import (
     INDEXED_MIRROR,
     INTEGER_FIELDS,
@@ -45,35 +44,6 @@ _LOCKED_HINT = (
     "An embedded store folder belongs to one process; to share captured data between several "
     "processes, run a Qdrant server and set QDRANT_URL (and QDRANT_API_KEY)."
 )
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a 0o600 temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _make_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # mkdir's mode is filtered by the umask and ignored for an existing folder.
-    os.chmod(path, 0o700)
-
-
-def _folder_identity(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(str(path))
-    return st.st_dev, st.st_ino
 
 
 def _is_wal_lock_error(exc: BaseException) -> bool:
@@ -136,9 +106,9 @@ class EdgeStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._shard: qe.EdgeShard | None = None
         with translate_errors(f"open the store folder {self._dir}"):
-            _make_private_dir(self.path)
-            _make_private_dir(self._dir)
-            self._identity = _folder_identity(self._dir)
+            make_private_dir(self.path)
+            make_private_dir(self._dir)
+            self._identity = folder_identity(self._dir)
             self._check_manifest()
             self._records = self._load_records()
             self._shard = self._open_shard()
@@ -171,7 +141,7 @@ class EdgeStore:
                 "embedder": {"name": self.embedder.name, "dim": self.embedder.dim},
                 "payload_layout": {"indexed_mirror": INDEXED_MIRROR},
             }
-            _write_json_atomic(self._manifest_path, manifest)
+            write_json_atomic(self._manifest_path, manifest)
 
     def _load_records(self) -> dict[str, dict[str, Any]]:
         try:
@@ -220,7 +190,7 @@ class EdgeStore:
         # An open shard keeps writing into a deleted folder's files without any error, and the
         # data is gone: a folder removed or replaced under us is a failure (one stat per call).
         try:
-            same = _folder_identity(self._dir) == self._identity
+            same = folder_identity(self._dir) == self._identity
         except OSError:
             same = False
         if not same:
@@ -366,7 +336,7 @@ class EdgeStore:
     def _save_records(self, records: dict[str, dict[str, Any]]) -> None:
         # Memory changes only after the file is replaced, so a failed write changes nothing.
         with translate_errors("write the companion records"):
-            _write_json_atomic(self._records_path, records)
+            write_json_atomic(self._records_path, records)
         self._records = records
 
     # -- leases -----------------------------------------------------------------------------

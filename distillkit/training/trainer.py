@@ -1,16 +1,10 @@
-"""Training rounds: collect new captures, start a fine-tuning job, poll it, flip exactly its points.
+"""Training rounds: collect new captures, start a fine-tuning job, poll it, and conclude it.
 
-State lives in the store, never only in memory, so that a restarted process (or another one
-sharing a server store) carries on where this one stopped:
-
-* ``job`` records, keyed by namespace: the job in flight and the ids of the points it trains on.
-  At most one per namespace; starting one happens under the store's ``train:<namespace>`` lease.
-* ``job_history`` records, keyed by job id: every ended job, with its outcome.
-* ``model`` records (:class:`~distillkit.state.ModelRegistry`): the namespace's active model.
-
-A point becomes ``indexed=True`` only after the job that trained on exactly that point
-succeeded: the ids are snapshotted when the job starts, and only those are
-flipped; points captured meanwhile wait for the next round.
+State lives in the store's ``job`` and ``job_history`` records (:mod:`distillkit.state`), never
+only in memory, so that a restarted process (or another one sharing a server store) carries on
+where this one stopped. At most one job runs per namespace: starting one, and concluding it,
+happen under the store's ``train:<namespace>`` lease. A job that succeeded is concluded by
+:mod:`distillkit.training.activation`: exactly its points flip, and its model becomes active.
 """
 
 from __future__ import annotations
@@ -27,7 +21,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from distillkit.state import HISTORY_KIND, JOB_KIND, ActiveModel, ModelRegistry
+from distillkit.state import HISTORY_KIND, JOB_KIND, ModelRegistry
+from distillkit.training.activation import FLIP_BATCH, conclude
 from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
 from distillkit.training.rounds import (
     ENDED,
@@ -72,7 +67,7 @@ class Trainer:
     #: job; a crashed holder blocks other processes for at most this long.
     LOCK_TTL_S = 300.0
     #: Points flipped per store call.
-    FLIP_BATCH = 1000
+    FLIP_BATCH = FLIP_BATCH
 
     def __init__(
         self,
@@ -247,7 +242,7 @@ class Trainer:
     def _start(self, store: Store, ns: str) -> TrainingRound:
         config = self.config
         incremental = config.training_mode == "incremental"
-        active = self._active(store, ns)
+        active = ModelRegistry.read(store, ns)
         base_model = active.model if incremental and active is not None else config.base_model
         # Read after taking the lease: a snapshot taken earlier could hold points that a job
         # finished meanwhile already trained on.
@@ -345,7 +340,7 @@ class Trainer:
     def _finish(
         self, store: Store, ns: str, record: Mapping[str, Any], status: JobStatus, outcome: str, held: bool
     ) -> TrainingRound:
-        """Flip the points (on success), activate the model, move the record to the history."""
+        """Conclude an ended job under the namespace's lease (see :func:`~.activation.conclude`)."""
         job_id = str(record["job_id"])
         lease = contextlib.nullcontext(True) if held else self._lease(store, ns)
         with lease as ok:
@@ -355,48 +350,12 @@ class Trainer:
             current = store.get_record(JOB_KIND, ns)
             if current is None or current.get("job_id") != job_id:
                 return from_history(store, ns, job_id)
-            point_ids = [str(i) for i in record.get("point_ids") or []]
-            if outcome == "succeeded":
-                assert status.model is not None
-                for start in range(0, len(point_ids), self.FLIP_BATCH):
-                    chunk = point_ids[start : start + self.FLIP_BATCH]
-                    store.set_payload(chunk, {"indexed": True, "distilled_model": status.model, "job_id": job_id})
-                self._activate(store, ns, record, status.model, len(point_ids))
-            history = {k: v for k, v in record.items() if k != "point_ids"}
-            history.update(
-                points=len(point_ids),
-                status=status.status,
-                outcome=outcome,
-                model=status.model if outcome == "succeeded" else None,
-                error=status.error,
-                trained_tokens=status.trained_tokens,
-                finished_at=time.time(),
-            )
-            store.put_record(HISTORY_KIND, job_id, history)
-            store.delete_record(JOB_KIND, ns)  # last: until here, a crash means "poll it again"
+            history = conclude(store, self.registry, ns, record, status, outcome, flip_batch=self.FLIP_BATCH)
         if outcome == "succeeded":
             logger.info("distillkit: %s: job %s succeeded; %s is active", ns, job_id, status.model)
         else:
             logger.warning("distillkit: %s: job %s %s: %s", ns, job_id, outcome, status.error)
         return from_history_record(ns, history)
-
-    def _activate(self, store: Store, ns: str, record: Mapping[str, Any], model: str, trained: int) -> None:
-        previous = self._active(store, ns)
-        base_model = record.get("base_model")
-        if record.get("mode") == "incremental" and previous is not None and previous.model == base_model:
-            trained += previous.trained_count  # the new model continues from the previous one
-        self.registry.activate(
-            ActiveModel(
-                namespace=ns,
-                model=model,
-                base_model=base_model,
-                job_id=str(record["job_id"]),
-                trained_count=trained,
-                activated_at=time.time(),
-                # A calibrated threshold describes the namespace's traffic: keep it.
-                threshold=previous.threshold if previous is not None else None,
-            )
-        )
 
     def _follow(self, ns: str, job_id: str) -> TrainingRound:
         """The latest state of one job: polled while in flight, else read from the history."""
@@ -432,11 +391,6 @@ class Trainer:
             current = store.get_record(JOB_KIND, ns) if ok else None
             if current is not None and current.get("job_id") == job_id:
                 store.put_record(JOB_KIND, ns, {**current, "status": status})
-
-    @staticmethod
-    def _active(store: Store, ns: str) -> ActiveModel | None:
-        # Read from the store, not the registry's cache: another process may have activated one.
-        return ModelRegistry.read(store, ns)
 
 
 def _suffix(namespace: str) -> str | None:

@@ -1,0 +1,44 @@
+"""Owner-only files and folders for the embedded store: nobody else on the machine reads captures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["folder_identity", "make_private_dir", "write_json_atomic"]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a 0o600 temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) readable by its owner only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir's mode is filtered by the umask and ignored for an existing folder.
+    os.chmod(path, 0o700)
+
+
+def folder_identity(path: Path) -> tuple[int, int]:
+    """(device, inode) of a folder: tells a folder replaced underneath from the one opened."""
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(str(path))
+    return st.st_dev, st.st_ino
