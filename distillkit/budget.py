@@ -1,0 +1,396 @@
+"""The error budget: route only where the student has been *measured* to answer as the teacher.
+
+The user states the share of routed answers that may disagree with the teacher
+(``DISTILLKIT_MAX_ERROR``, per namespace if they want). Every time distillkit learns whether the
+student answered a request as the teacher did, it keeps a :class:`Label`: the routing signals at
+decision time (the similarity of the nearest trained neighbour, that neighbour's answer class)
+and the outcome. Labels come from the promotion gate (held-out points, :mod:`distillkit.training.
+evaluation`), shadow checks and exploration (a small share of would-be-routed requests also
+answered by the other side, in the background).
+
+From its labels each namespace gets an :class:`Acceptance` (:func:`fit`):
+
+* **a similarity threshold**, the lowest (most coverage) at which the upper confidence bound of
+  the disagreement rate among the labels at or above it stays within the budget. The bound is
+  Clopper-Pearson's exact one-sided bound (:func:`upper_bound`, confidence 0.95 by default):
+  unlike Wilson's it never under-covers near a rate of 0, which is where a budget of a few percent
+  lives. Thresholds are tested in fixed sequences, walking down the labels' similarities and
+  stopping at the first threshold that fails (fixed-sequence testing, as in Learn-then-Test,
+  Angelopoulos et al. 2021), so the chosen threshold keeps the bound's confidence although many
+  were tried. One sequence starts where half the labels are accepted (so a few early
+  disagreements among the most similar labels cannot stop it), the other at the most similar
+  labels (used when the first fails at once); each runs at half the risk (Bonferroni). Where a
+  sequence starts depends only on how many labels there are, never on their outcomes.
+* **locally, per answer class** (the teacher answer of the nearest trained neighbour, hashed): a
+  class with enough labels of its own gets its own threshold by the same procedure; a class with
+  fewer, whose most recent label is a disagreement, is *blocked* (not routed) until a later label
+  shows the student right there (exploration asks more often in such regions).
+
+With fewer labels than a perfect record needs, the fit says so (status ``"fallback"``) and the
+router keeps its configured rule and threshold: a namespace starts as conservative as before.
+If even the most similar labels break the budget, the namespace is ``"closed"``: nothing is routed
+until new labels (from the next model's gate, or exploration) show otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from distillkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distillkit.store.base import Store
+
+__all__ = [
+    "ACCEPTANCE_KIND",
+    "CONFIDENCE",
+    "LABELS_KIND",
+    "Acceptance",
+    "ErrorBudget",
+    "Label",
+    "answer_class",
+    "fit",
+    "min_labels",
+    "upper_bound",
+]
+
+#: Record kind of a namespace's labels (a bounded list), keyed by namespace.
+LABELS_KIND = "labels"
+#: Record kind of a namespace's fitted acceptance (and its max_error override), keyed by namespace.
+ACCEPTANCE_KIND = "acceptance"
+#: One-sided confidence of the bound on the disagreement rate.
+CONFIDENCE = 0.95
+#: Labels kept per namespace (the oldest go first).
+MAX_LABELS = 1000
+
+Source = Literal["gate", "shadow", "explore"]
+Status = Literal["fitted", "closed", "fallback"]
+
+
+def _check_rate(name: str, value: float, *, low_open: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0.0 < value < 1.0)
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not in (0, 1).", variable=name, fix="Use e.g. 0.05.")
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (n up to a few thousand)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k + 1):
+        log_choose = math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+        total += math.exp(log_choose + i * log_p + (n - i) * log_q)
+    return min(total, 1.0)
+
+
+def upper_bound(errors: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """Clopper-Pearson one-sided upper confidence bound of a rate seen as ``errors`` out of ``n``.
+
+    The largest rate ``p`` under which seeing ``errors`` or fewer still has probability
+    ``1 - confidence``. With no errors it is ``1 - (1 - confidence) ** (1 / n)``.
+
+    Example:
+        >>> round(upper_bound(0, 59), 4)
+        0.0495
+    """
+    if n <= 0:
+        return 1.0
+    if errors >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if errors == 0:
+        return 1.0 - alpha ** (1.0 / n)
+    low, high = errors / n, 1.0
+    for _ in range(60):  # bisection: the CDF falls as p grows
+        mid = (low + high) / 2
+        if _binomial_cdf(errors, n, mid) > alpha:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def min_labels(max_error: float, confidence: float = CONFIDENCE) -> int:
+    """The fewest labels with which a perfect record (no disagreement) fits the budget."""
+    return max(1, math.ceil(math.log(1.0 - confidence) / math.log1p(-max_error)))
+
+
+def answer_class(key: str | None) -> str | None:
+    """A short stable name for a teacher answer (:func:`distillkit.router.answer_key`)."""
+    return None if key is None else hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Label:
+    """One measured outcome: what the router saw, and whether the student answered as the teacher.
+
+    Attributes:
+        similarity: cosine similarity of the nearest trained neighbour when it was decided.
+        agreed: the student's answer counted as the teacher's.
+        answer_class: :func:`answer_class` of that neighbour's teacher answer (None if it had none).
+        source: ``"gate"``, ``"shadow"`` or ``"explore"``.
+        at: when it was measured (``time.time()``).
+    """
+
+    similarity: float
+    agreed: bool
+    answer_class: str | None = None
+    source: Source = "gate"
+    at: float = field(default_factory=time.time)
+
+    def compact(self) -> list[Any]:
+        return [round(float(self.similarity), 4), int(self.agreed), self.answer_class, self.source, round(self.at, 3)]
+
+    @classmethod
+    def from_compact(cls, row: Sequence[Any]) -> Label:
+        similarity, agreed, klass, source, at = row
+        return cls(float(similarity), bool(agreed), klass, source, float(at))
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """A namespace's fitted acceptance; see the module docstring and :meth:`decide`.
+
+    Attributes:
+        status: ``fitted`` (route at or above ``threshold``), ``closed`` (route nothing) or
+            ``fallback`` (too few labels: the router's configured rule applies).
+        threshold: the fitted similarity threshold (``fitted`` only).
+        max_error: the budget it was fitted to; ``confidence``: of the bound.
+        labels: labels it was fitted on; ``accepted`` of them at or above ``threshold``, with
+            ``errors`` disagreements and ``bound`` the upper bound of their rate.
+        classes: answer class → its own threshold, or None where the class is closed.
+        blocked: answer classes whose latest label is a disagreement, without enough labels of
+            their own for a threshold.
+        reason: how it was fitted, in words.
+    """
+
+    status: Status
+    max_error: float
+    confidence: float
+    labels: int
+    reason: str
+    threshold: float | None = None
+    accepted: int = 0
+    errors: int = 0
+    bound: float | None = None
+    classes: dict[str, float | None] = field(default_factory=dict)
+    blocked: list[str] = field(default_factory=list)
+    fitted_at: float = field(default_factory=time.time)
+
+    def decide(self, similarity: float, klass: str | None) -> tuple[bool | None, str]:
+        """``(route?, why)``; ``None`` means "not fitted: use the configured rule"."""
+        if self.status == "fallback":
+            return None, self.reason
+        if klass is not None and klass in self.classes:
+            local = self.classes[klass]
+            if local is None:
+                return False, "answer class over the error budget"
+            return (True, "within the error budget") if similarity >= local else (False, "below fitted threshold")
+        if klass is not None and klass in self.blocked:
+            return False, "answer class last answered wrong"
+        if self.status == "closed" or self.threshold is None:
+            return False, "over the error budget"
+        return (True, "within the error budget") if similarity >= self.threshold else (False, "below fitted threshold")
+
+    def as_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Acceptance:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+def _walk(
+    ordered: Sequence[Label], start: int, stop: int, max_error: float, confidence: float
+) -> tuple[float | None, int, int, float | None]:
+    """One fixed sequence: thresholds at the labels' similarities, from the one with ``start``
+    labels at or above it downwards, while the bound passes; thresholds with ``stop`` labels or more
+    are left to another sequence.
+
+    Returns ``(threshold, accepted, errors, bound)`` of the lowest passing threshold (all None/0
+    when the first one tested fails).
+    """
+    best: tuple[float | None, int, int, float | None] = (None, 0, 0, None)
+    errors = 0
+    i = 0
+    while i < len(ordered):
+        # Labels with the same similarity go together: a threshold cannot split them.
+        similarity = ordered[i].similarity
+        while i < len(ordered) and ordered[i].similarity == similarity:
+            errors += not ordered[i].agreed
+            i += 1
+        if i < start:
+            continue
+        if i >= stop:
+            break
+        bound = upper_bound(errors, i, confidence)
+        if bound > max_error:
+            break
+        best = (similarity, i, errors, bound)
+    return best
+
+
+def _threshold(
+    labels: Sequence[Label], max_error: float, confidence: float
+) -> tuple[float | None, int, int, float | None, bool]:
+    """The lowest threshold the labels certify, by two fixed sequences at half the risk each.
+
+    Sequence A starts where half the labels are accepted and walks down: a few early disagreements
+    among the most similar labels cannot stop it. Sequence B walks down from the most similar
+    labels to where A started, and is used only when A's first threshold fails (a weak student,
+    right only on its nearest neighbours). Bonferroni: each runs at risk ``(1 - confidence) / 2``.
+
+    Returns ``(threshold, accepted, errors, bound, tested)``; ``tested`` is False when there are too
+    few labels for a perfect record to pass.
+    """
+    half = 1.0 - (1.0 - confidence) / 2
+    needed = min_labels(max_error, half)
+    if len(labels) < needed:
+        return None, 0, 0, None, False
+    ordered = sorted(labels, key=lambda label: -label.similarity)
+    middle = max(needed, math.ceil(len(ordered) / 2))
+    found = _walk(ordered, middle, len(ordered) + 1, max_error, half)
+    if found[0] is None:
+        found = _walk(ordered, needed, middle, max_error, half)
+    return (*found, True)
+
+
+def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFIDENCE) -> Acceptance:
+    """Fit an acceptance to ``labels`` (oldest first) under ``max_error`` (see the module docstring)."""
+    _check_rate("max_error", max_error)
+    _check_rate("confidence", confidence)
+    needed = min_labels(max_error, 1.0 - (1.0 - confidence) / 2)
+    threshold, accepted, errors, bound, tested = _threshold(labels, max_error, confidence)
+    by_class: dict[str, list[Label]] = {}
+    for label in labels:
+        if label.answer_class is not None:
+            by_class.setdefault(label.answer_class, []).append(label)
+    classes: dict[str, float | None] = {}
+    blocked: list[str] = []
+    for klass, own in sorted(by_class.items()):
+        if len(own) >= needed:
+            local, _, _, _, _ = _threshold(own, max_error, confidence)
+            classes[klass] = local
+        elif not own[-1].agreed:
+            blocked.append(klass)
+    if not tested:
+        status: Status = "fallback"
+        reason = f"{len(labels)} labels; {needed} needed to fit a {max_error:g} budget"
+    elif threshold is None:
+        status, reason = "closed", f"no threshold keeps the labels within the {max_error:g} budget"
+    else:
+        status = "fitted"
+        reason = f"lowest threshold whose {confidence:g} upper bound of disagreement <= {max_error:g}"
+    return Acceptance(
+        status,
+        max_error=max_error,
+        confidence=confidence,
+        labels=len(labels),
+        reason=reason,
+        threshold=threshold,
+        accepted=accepted,
+        errors=errors,
+        bound=round(bound, 4) if bound is not None else None,
+        classes=classes,
+        blocked=blocked,
+    )
+
+
+class ErrorBudget:
+    """Keeps each namespace's labels and fitted acceptance in the store's companion records.
+
+    Reads are cached for ``ttl`` seconds (the request path reads, training and shadow checks
+    write), so another process's labels are seen within that time.
+
+    Args:
+        store: returns the store.
+        max_error: the default budget; :meth:`set_max_error` overrides it per namespace.
+        confidence: of the bound.
+        max_labels: labels kept per namespace.
+    """
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        *,
+        max_error: float,
+        confidence: float = CONFIDENCE,
+        max_labels: int = MAX_LABELS,
+        ttl: float = 5.0,
+    ) -> None:
+        _check_rate("max_error", max_error)
+        _check_rate("confidence", confidence)
+        self._store = store
+        self.max_error = max_error
+        self.confidence = confidence
+        self.max_labels = max_labels
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, Acceptance | None]] = {}
+        self._lock = threading.Lock()
+
+    def acceptance(self, namespace: str) -> Acceptance | None:
+        """The namespace's fitted acceptance (None when it has no labels yet)."""
+        now = time.monotonic()
+        cached = self._cache.get(namespace)
+        if cached is not None and now - cached[0] <= self._ttl:
+            return cached[1]
+        raw = self._store().get_record(ACCEPTANCE_KIND, namespace)
+        fitted = Acceptance.from_record(raw["fit"]) if raw and raw.get("fit") else None
+        self._cache[namespace] = (now, fitted)
+        return fitted
+
+    def max_error_for(self, namespace: str) -> float:
+        raw = self._store().get_record(ACCEPTANCE_KIND, namespace) or {}
+        value = raw.get("max_error")
+        return float(value) if isinstance(value, (int, float)) else self.max_error
+
+    def set_max_error(self, namespace: str, max_error: float | None) -> Acceptance | None:
+        """Set (or with None, clear) the namespace's own budget, and refit."""
+        if max_error is not None:
+            _check_rate("max_error", max_error)
+        with self._lock:
+            store = self._store()
+            raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
+            raw["max_error"] = max_error
+            store.put_record(ACCEPTANCE_KIND, namespace, raw)
+        return self.refit(namespace)
+
+    def labels(self, namespace: str) -> list[Label]:
+        raw = self._store().get_record(LABELS_KIND, namespace) or {}
+        return [Label.from_compact(row) for row in raw.get("labels") or []]
+
+    def add(self, namespace: str, labels: Iterable[Label]) -> Acceptance | None:
+        """Keep new labels (the oldest beyond ``max_labels`` go) and refit the namespace."""
+        new = [label.compact() for label in labels]
+        if not new:
+            return self.acceptance(namespace)
+        with self._lock:
+            store = self._store()
+            raw = store.get_record(LABELS_KIND, namespace) or {}
+            rows = [*(raw.get("labels") or []), *new][-self.max_labels :]
+            store.put_record(LABELS_KIND, namespace, {"labels": rows})
+        return self.refit(namespace)
+
+    def refit(self, namespace: str) -> Acceptance | None:
+        labels = self.labels(namespace)
+        if not labels:
+            return None
+        fitted = fit(labels, max_error=self.max_error_for(namespace), confidence=self.confidence)
+        with self._lock:
+            store = self._store()
+            raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
+            raw["fit"] = fitted.as_record()
+            store.put_record(ACCEPTANCE_KIND, namespace, raw)
+            self._cache[namespace] = (time.monotonic(), fitted)
+        return fitted

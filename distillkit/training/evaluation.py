@@ -1,0 +1,366 @@
+"""The promotion gate: a candidate model answers held-out captures before it may serve.
+
+Each training round keeps a share of its pending points out of the training file
+(:func:`split_holdout`). Once the job succeeded, the candidate answers those points through the
+same serving path routed requests take, and its answers are compared with the teacher's stored
+ones (:func:`agrees`). The candidate becomes the namespace's active model only when the share of
+agreeing answers reaches the floor (:func:`evaluate`); otherwise nothing is flipped, the active
+model stays, and the held-out points train in the next round like every other pending point.
+
+How answers are compared (one function for the gate, shadow checks and exploration):
+
+* tool calls and JSON output (``response_format`` ``json_object`` / ``json_schema``):
+  structurally, names and parsed arguments or parsed values equal;
+* answers that repeat in the namespace (a label, a canned reply) or are short
+  (``SHORT_ANSWER_WORDS`` words or fewer): equal after whitespace is collapsed;
+* other free text: :class:`difflib.SequenceMatcher` ratio (twice the matched characters over
+  both lengths, whitespace collapsed) at least ``text_similarity``; or, in judge mode, what a
+  judge (the teacher asked whether the two answers say the same) decides.
+
+Near-duplicates stay on one side of the split: points whose vectors are at least
+``group_similarity`` cosine-similar are grouped (transitively), and a group is held out or trained
+whole, so a paraphrase twin of a held-out point cannot be in the training file. The default
+(:data:`GROUP_SIMILARITY`) is above the default routing threshold (0.9), so held-out points still
+cover the region the router routes, and below the capture's own de-duplication (0.99), which
+already merged verbatim repeats. Which groups are held out depends only on a hash of their ids:
+the same pending points always split the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from distillkit.router import answer_key
+from distillkit.shadow import agreement
+
+__all__ = [
+    "GROUP_SIMILARITY",
+    "SHORT_ANSWER_WORDS",
+    "TEXT_SIMILARITY",
+    "Evaluation",
+    "HeldOutResult",
+    "Holdout",
+    "agrees",
+    "evaluate",
+    "holdout_size",
+    "request_of",
+    "split_holdout",
+]
+
+logger = logging.getLogger("distillkit")
+
+#: Cosine similarity at or above which two pending points count as near-duplicates (one group).
+GROUP_SIMILARITY = 0.95
+#: Free-text answers agree when their SequenceMatcher ratio is at least this.
+TEXT_SIMILARITY = 0.8
+#: Answers of at most this many words are compared exactly (after whitespace is collapsed).
+SHORT_ANSWER_WORDS = 10
+
+Verdict = Literal["promoted", "rejected"]
+
+#: Sends a request (chat-completion keywords, ``model`` set to the candidate) to the candidate
+#: through the serving path and returns its assistant message (``content``, ``tool_calls``).
+StudentFn = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
+#: Judge mode: (request keywords, student message, teacher message) → do they say the same?
+JudgeFn = Callable[[dict[str, Any], "Mapping[str, Any] | None", "Mapping[str, Any] | None"], bool]
+
+
+def _structured(kwargs: Mapping[str, Any], student: Mapping[str, Any], teacher: Mapping[str, Any]) -> bool:
+    if student.get("tool_calls") or teacher.get("tool_calls"):
+        return True
+    response_format = kwargs.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    return kind in ("json_object", "json_schema")
+
+
+def agrees(
+    kwargs: Mapping[str, Any],
+    student: Mapping[str, Any] | None,
+    teacher: Mapping[str, Any] | None,
+    *,
+    repeating: bool = False,
+    text_similarity: float = TEXT_SIMILARITY,
+) -> bool:
+    """Whether the student's answer counts as the teacher's (see the module docstring).
+
+    Args:
+        kwargs: the request (its ``response_format`` says whether the content is JSON).
+        student: the student's assistant message.
+        teacher: the teacher's assistant message.
+        repeating: the teacher's answer is one the namespace sees again and again (compare exactly).
+        text_similarity: the SequenceMatcher ratio free text must reach.
+    """
+    student, teacher = student or {}, teacher or {}
+    score = agreement(kwargs, student, teacher)  # 0/1 for tool calls and JSON, a ratio for text
+    if _structured(kwargs, student, teacher):
+        return score == 1.0
+    text = " ".join(str(teacher.get("content") or "").split())
+    if repeating or len(text.split()) <= SHORT_ANSWER_WORDS:
+        return score == 1.0
+    return score >= text_similarity
+
+
+# --- the split ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """How one round's pending points are split.
+
+    Attributes:
+        train: ids that go into the training file.
+        held_out: ids kept out, answered by the candidate after the job.
+        groups: how many near-duplicate groups the points formed.
+        reason: why nothing is held out, when nothing is.
+    """
+
+    train: list[str]
+    held_out: list[str]
+    groups: int
+    reason: str | None = None
+
+
+def holdout_size(pending: int, *, share: float, minimum: int, keep: int) -> int:
+    """How many points a round of ``pending`` points holds out: 0 when it cannot.
+
+    ``ceil(share * pending)``, at least ``minimum``, leaving at least ``keep`` to train on. A round
+    that cannot hold out ``minimum`` points and keep ``keep`` holds out nothing (the caller waits
+    for more data rather than activating an unevaluated model).
+    """
+    if share <= 0 or pending <= 0:
+        return 0
+    wanted = max(minimum, math.ceil(share * pending))
+    return wanted if pending - wanted >= keep else 0
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def _groups(vectors: np.ndarray, similarity: float, block: int = 1024) -> list[int]:
+    """Union-find roots: points at least ``similarity`` cosine-similar share a root (transitively)."""
+    n = len(vectors)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    unit = _unit(np.asarray(vectors, dtype=np.float32))
+    for start in range(0, n, block):
+        sims = unit[start : start + block] @ unit.T
+        rows, cols = np.nonzero(sims >= similarity)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            i = start + r
+            if c > i:
+                a, b = find(i), find(c)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return [find(i) for i in range(n)]
+
+
+def _rank(ids: Sequence[str]) -> str:
+    return min(hashlib.sha256(i.encode()).hexdigest() for i in ids)
+
+
+def split_holdout(
+    ids: Sequence[str],
+    vectors: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    share: float,
+    minimum: int,
+    keep: int,
+    group_similarity: float = GROUP_SIMILARITY,
+) -> Holdout:
+    """Split a round's pending points into training and held-out ids (see the module docstring).
+
+    Args:
+        ids: the pending points' ids.
+        vectors: their vectors, in the same order.
+        share: the share to hold out (0 holds out nothing).
+        minimum: hold out at least this many points, or none.
+        keep: leave at least this many points to train on.
+        group_similarity: near-duplicates at or above this cosine similarity stay together.
+
+    Returns:
+        The split. Whole groups are taken in the order of their ids' hashes until ``holdout_size``
+        points are held out; a group that would leave fewer than ``keep`` to train on is passed over.
+    """
+    ids = list(ids)
+    target = holdout_size(len(ids), share=share, minimum=minimum, keep=keep)
+    if not ids:
+        return Holdout([], [], 0, "no pending points")
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.shape[0] != len(ids):
+        raise ValueError(f"{len(ids)} ids but {matrix.shape[0]} vectors")
+    roots = _groups(matrix, group_similarity)
+    members: dict[int, list[str]] = {}
+    for point_id, root in zip(ids, roots, strict=True):
+        members.setdefault(root, []).append(point_id)
+    groups = sorted(members.values(), key=_rank)
+    if target == 0:
+        reason = (
+            "holding out is off"
+            if share <= 0
+            else f"{len(ids)} pending points: too few to hold out {max(minimum, 1)} and train on {keep}"
+        )
+        return Holdout(ids, [], len(groups), reason)
+    held: list[str] = []
+    for group in groups:
+        if len(held) >= target:
+            break
+        if len(ids) - len(held) - len(group) >= keep:
+            held.extend(group)
+    if len(held) < minimum:
+        # Only groups too big to spare were left: better wait for more data than leak a twin.
+        return Holdout(ids, [], len(groups), f"near-duplicate groups too large to hold out {minimum} points")
+    chosen = set(held)
+    return Holdout([i for i in ids if i not in chosen], sorted(held), len(groups))
+
+
+# --- the evaluation -----------------------------------------------------------------------------
+
+
+def request_of(payload: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The stored request of a captured point, addressed to ``model``."""
+    params = dict(payload.get("params") or {})
+    params.pop("stream", None)
+    return {**params, "messages": list(payload.get("messages") or []), "model": model}
+
+
+@dataclass(frozen=True)
+class HeldOutResult:
+    """One held-out point, answered by the candidate."""
+
+    id: str
+    agreed: bool
+    error: str | None = None  # the candidate's call failed (counted apart, not as a disagreement)
+
+
+@dataclass
+class Evaluation:
+    """What the candidate did on the held-out points (stored in the round's history).
+
+    Attributes:
+        model: the candidate.
+        n: held-out points answered; ``agreed``: of those, agreeing with the teacher.
+        agreement: ``agreed / n`` (0 when n is 0).
+        floor: the agreement the candidate needed.
+        verdict: ``promoted`` or ``rejected``.
+        failed: held-out points whose call to the candidate failed (not in ``n``).
+        mode: ``"rules"`` (structural / exact / similarity) or ``"judge"``.
+        reason: why it was rejected, when it was.
+        disagreements: up to 10 ids of held-out points answered differently.
+        results: every held-out point's result (not stored; the labels are made from them).
+    """
+
+    model: str
+    n: int
+    agreed: int
+    floor: float
+    verdict: Verdict
+    failed: int = 0
+    mode: str = "rules"
+    reason: str | None = None
+    disagreements: list[str] = field(default_factory=list)
+    results: list[HeldOutResult] = field(default_factory=list, repr=False)
+
+    @property
+    def agreement(self) -> float:
+        return self.agreed / self.n if self.n else 0.0
+
+    def as_record(self) -> dict[str, Any]:
+        """The JSON-able summary kept in the job history."""
+        out = {k: v for k, v in asdict(self).items() if k != "results"}
+        out["agreement"] = round(self.agreement, 4)
+        return out
+
+
+def _repeating(payloads: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Answer keys that occur more than once among ``payloads``."""
+    seen: dict[str, int] = {}
+    for payload in payloads:
+        key = answer_key(payload)
+        if key is not None:
+            seen[key] = seen.get(key, 0) + 1
+    return {k for k, count in seen.items() if count > 1}
+
+
+def evaluate(
+    model: str,
+    held_out: Sequence[tuple[str, Mapping[str, Any]]],
+    student: StudentFn,
+    *,
+    floor: float,
+    context: Sequence[Mapping[str, Any]] = (),
+    text_similarity: float = TEXT_SIMILARITY,
+    judge: JudgeFn | None = None,
+    max_failed_share: float = 0.5,
+) -> Evaluation:
+    """Ask the candidate ``model`` every held-out point and compare with the teacher's answers.
+
+    Args:
+        model: the candidate model's name.
+        held_out: ``(id, payload)`` of each held-out point.
+        student: sends one request to the candidate through the serving path.
+        floor: the agreement needed to promote (0 to 1).
+        context: other payloads of the namespace (the round's points): answers that repeat among
+            them and the held-out ones are compared exactly.
+        text_similarity: the ratio free text must reach (rules mode).
+        judge: compare with this instead of the rules (teacher-as-judge mode).
+        max_failed_share: more failed calls than this share raises instead of judging.
+
+    Raises:
+        RuntimeError: nothing was held out, or too many calls to the candidate failed; the caller
+            must not promote on such an evaluation.
+    """
+    if not held_out:
+        raise RuntimeError("no held-out points to evaluate the candidate on")
+    repeating = _repeating([*context, *(p for _, p in held_out)])
+    results: list[HeldOutResult] = []
+    for point_id, payload in held_out:
+        kwargs = request_of(payload, model)
+        teacher = payload.get("response") if isinstance(payload.get("response"), Mapping) else None
+        try:
+            answer = student(dict(kwargs))
+        except Exception as exc:  # a failed call is no evidence either way
+            results.append(HeldOutResult(point_id, False, type(exc).__name__))
+            continue
+        if judge is not None:
+            ok = bool(judge(kwargs, answer, teacher))
+        else:
+            ok = agrees(
+                kwargs, answer, teacher, repeating=answer_key(payload) in repeating, text_similarity=text_similarity
+            )
+        results.append(HeldOutResult(point_id, ok))
+    failed = sum(r.error is not None for r in results)
+    if failed > max_failed_share * len(results):
+        errors = sorted({r.error for r in results if r.error})
+        raise RuntimeError(f"{failed} of {len(results)} calls to the candidate failed ({', '.join(errors)})")
+    answered = [r for r in results if r.error is None]
+    agreed = sum(r.agreed for r in answered)
+    share = agreed / len(answered) if answered else 0.0
+    verdict: Verdict = "promoted" if answered and share >= floor else "rejected"
+    reason = None if verdict == "promoted" else f"agreement {share:.3f} < floor {floor} on {len(answered)} held-out"
+    return Evaluation(
+        model=model,
+        n=len(answered),
+        agreed=agreed,
+        floor=floor,
+        verdict=verdict,
+        failed=failed,
+        mode="judge" if judge is not None else "rules",
+        reason=reason,
+        disagreements=[r.id for r in answered if not r.agreed][:10],
+        results=results,
+    )

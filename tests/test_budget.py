@@ -1,0 +1,126 @@
+"""The error budget: confidence bounds, the fitted acceptance, labels kept in a real store."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distillkit.budget import ErrorBudget, Label, _binomial_cdf, fit, min_labels, upper_bound
+from distillkit.errors import ConfigError
+from distillkit.store import EdgeStore, EmbedderInfo
+
+
+def test_clopper_pearson_bounds_match_known_values() -> None:
+    assert upper_bound(0, 59) == pytest.approx(1 - 0.05 ** (1 / 59))
+    assert upper_bound(1, 10) == pytest.approx(0.3942, abs=1e-4)  # one-sided 95 %, published tables
+    assert upper_bound(5, 100) == pytest.approx(0.1030, abs=1e-3)
+    for k, n in ((1, 10), (3, 40), (7, 500)):
+        assert _binomial_cdf(k, n, upper_bound(k, n)) == pytest.approx(0.05, abs=1e-6)
+    assert upper_bound(0, 0) == 1.0 and upper_bound(4, 4) == 1.0
+    assert min_labels(0.05) == 59 and upper_bound(0, 59) <= 0.05 < upper_bound(0, 58)
+    assert min_labels(0.05, 0.975) == 72
+
+
+def labels_from(rng: random.Random, n: int, error_below: float = 0.8, rate: float = 0.4) -> list[Label]:
+    """Synthetic labels: the student is always right above ``error_below``, wrong at ``rate`` below."""
+    out = []
+    for _ in range(n):
+        s = rng.uniform(0.6, 1.0)
+        out.append(Label(s, not (s < error_below and rng.random() < rate), "c"))
+    return out
+
+
+def true_error(threshold: float, error_below: float = 0.8, rate: float = 0.4) -> float:
+    """Disagreement rate of similarity ~ U(0.6, 1) at or above ``threshold``."""
+    if threshold >= error_below:
+        return 0.0
+    return rate * (error_below - threshold) / (1.0 - threshold)
+
+
+def test_the_fit_keeps_the_true_error_within_the_budget() -> None:
+    misses = 0
+    thresholds = []
+    for seed in range(100):
+        labels = [Label(x.similarity, x.agreed) for x in labels_from(random.Random(seed), 400)]
+        accepted = fit(labels, max_error=0.05)
+        assert accepted.status == "fitted" and accepted.threshold is not None
+        assert accepted.bound is not None and accepted.bound <= 0.05
+        thresholds.append(accepted.threshold)
+        misses += true_error(accepted.threshold) > 0.05
+    assert misses <= 10  # a 0.95 bound: about 5 misses in 100 expected, far fewer in practice
+    # And it does not give coverage away: the budget allows thresholds down to about 0.72.
+    assert sorted(thresholds)[50] < 0.8
+
+
+def test_a_few_early_disagreements_do_not_close_the_namespace() -> None:
+    labels = [Label(0.99, False), *(Label(0.6 + i / 1000, True) for i in range(300))]
+    accepted = fit(labels, max_error=0.05)
+    assert accepted.status == "fitted" and accepted.threshold == 0.6 and accepted.errors == 1
+
+
+def test_a_weak_student_is_routed_only_where_it_is_right() -> None:
+    right = [Label(0.95 + i / 10000, True) for i in range(100)]
+    wrong = [Label(0.6 + i / 1000, i % 2 == 0) for i in range(300)]
+    accepted = fit(right + wrong, max_error=0.05)
+    assert accepted.status == "fitted" and accepted.threshold is not None and accepted.threshold >= 0.95
+
+
+def test_too_few_labels_fall_back_and_all_wrong_closes() -> None:
+    few = fit([Label(0.95, True)] * 10, max_error=0.05)
+    assert few.status == "fallback" and few.decide(0.99, None) == (None, few.reason)
+    wrong = fit([Label(0.95, False)] * 80, max_error=0.05)
+    assert wrong.status == "closed" and wrong.decide(0.999, None)[0] is False
+    loose = fit([Label(0.95, True)] * 12, max_error=0.3)  # a looser budget needs fewer labels
+    assert loose.status == "fitted" and loose.decide(0.96, None)[0] is True
+
+
+def test_an_answer_class_answered_wrong_is_blocked_until_shown_right() -> None:
+    base = [Label(0.8 + i / 1000, True, "good") for i in range(200)]
+    accepted = fit([*base, Label(0.97, False, "bad")], max_error=0.1)
+    assert accepted.status == "fitted" and accepted.blocked == ["bad"]
+    assert accepted.decide(0.99, "bad") == (False, "answer class last answered wrong")
+    assert accepted.decide(0.99, "good")[0] is True and accepted.decide(0.99, "new")[0] is True
+    shown = fit([*base, Label(0.97, False, "bad"), Label(0.96, True, "bad")], max_error=0.1)
+    assert shown.blocked == [] and shown.decide(0.99, "bad")[0] is True
+
+
+def test_a_class_with_enough_labels_gets_its_own_threshold() -> None:
+    rng = random.Random(5)
+    good = [Label(rng.uniform(0.6, 1.0), True, "easy") for _ in range(200)]
+    hard = [Label(s, s > 0.9 or rng.random() < 0.5, "hard") for s in (rng.uniform(0.6, 1.0) for _ in range(600))]
+    accepted = fit(good + hard, max_error=0.05)
+    easy, strict = accepted.classes["easy"], accepted.classes["hard"]
+    assert easy is not None and strict is not None and easy < 0.62 and strict >= 0.89
+    assert accepted.decide(0.7, "easy")[0] is True and accepted.decide(0.7, "hard")[0] is False
+
+
+def test_bad_budgets_are_config_errors() -> None:
+    for value in (0.0, 1.0, -0.1, True):
+        with pytest.raises(ConfigError):
+            fit([], max_error=value)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EdgeStore]:
+    s = EdgeStore(tmp_path / "store", EmbedderInfo("test", 4))
+    yield s
+    s.close()
+
+
+def test_labels_and_the_fit_live_in_the_store(store: EdgeStore) -> None:
+    budget = ErrorBudget(lambda: store, max_error=0.05, max_labels=100)
+    assert budget.acceptance("ns") is None
+    fitted = budget.add("ns", [Label(0.9 + i / 1000, True, "a") for i in range(80)])
+    assert fitted is not None and fitted.status == "fitted"
+    budget.add("ns", [Label(0.5, True, "a")] * 50)
+    assert len(budget.labels("ns")) == 100  # bounded: the oldest went first
+    again = ErrorBudget(lambda: store, max_error=0.05)  # another process reads the same records
+    seen = again.acceptance("ns")
+    assert seen is not None and seen.labels == 100 and seen.status == "fitted"
+    tighter = again.set_max_error("ns", 0.01)  # 100 perfect labels are not enough for 1 %
+    assert tighter is not None and tighter.status == "fallback" and again.max_error_for("ns") == 0.01
+    assert again.set_max_error("ns", None) is not None and again.max_error_for("ns") == 0.05
+    assert budget.acceptance("other") is None
