@@ -80,8 +80,9 @@ class Store(Protocol):
         """Merge ``values`` into the payload of exactly these points."""
         ...
 
-    def retrieve(self, ids: Sequence[str]) -> list[Point]:
-        """The points with these ids (payload only), in no particular order; missing ids are skipped."""
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        """The points with these ids (payload, and vectors when asked), in no particular order; missing ids
+        are skipped."""
         ...
 
     def scroll(

@@ -258,14 +258,17 @@ class EdgeStore:
         with self._lock, translate_errors("set payload"):
             self._require_shard().update(op)
 
-    def retrieve(self, ids: Sequence[str]) -> list[Point]:
-        """The points with these ids (payload only); missing ids are skipped."""
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        """The points with these ids (payload, and vectors when asked); missing ids are skipped."""
         if not ids:
             return []
         point_ids: list[Any] = [str(uuid.UUID(i)) for i in ids]
         with self._lock, translate_errors("retrieve points"):
-            records = self._require_shard().retrieve(point_ids, True, False)
-        return [Point(str(r.id), public_payload(r.payload)) for r in records]
+            records = self._require_shard().retrieve(point_ids, True, with_vectors)
+        return [
+            Point(str(r.id), public_payload(r.payload), plain_vector(r.vector) if with_vectors else None)
+            for r in records
+        ]
 
     def scroll(
         self, *, namespace: str | None = None, indexed: bool | None = None, batch_size: int = 256
@@ -385,6 +388,11 @@ class EdgeStore:
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.path)!r}, {self.embedder!r}, collection={self.collection!r})"
+
+
+def plain_vector(raw: Any) -> list[float] | None:
+    """The collection's one unnamed dense vector, as floats (None if the point has none)."""
+    return [float(x) for x in raw] if isinstance(raw, list) and raw else None
 
 
 def _filter(

@@ -26,6 +26,7 @@ from distillkit.store._payload import (
     KEYWORD_FIELDS,
     check_vector,
     mismatch_error,
+    plain_vector,
     public_payload,
     stored_payload,
     translate_errors,
@@ -204,14 +205,17 @@ class ServerStore:
         with self._guard, translate_errors("set payload"):
             self._client.set_payload(self.collection, payload=payload, points=point_ids, wait=True)
 
-    def retrieve(self, ids: Sequence[str]) -> list[Point]:
-        """The points with these ids (payload only); missing ids are skipped."""
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        """The points with these ids (payload, and vectors when asked); missing ids are skipped."""
         if not ids:
             return []
         point_ids: list[Any] = [str(uuid.UUID(i)) for i in ids]
         with self._guard, translate_errors("retrieve points"):
-            records = self._client.retrieve(self.collection, point_ids, with_payload=True)
-        return [Point(str(r.id), public_payload(r.payload)) for r in records]
+            records = self._client.retrieve(self.collection, point_ids, with_payload=True, with_vectors=with_vectors)
+        return [
+            Point(str(r.id), public_payload(r.payload), plain_vector(r.vector) if with_vectors else None)
+            for r in records
+        ]
 
     def scroll(
         self, *, namespace: str | None = None, indexed: bool | None = None, batch_size: int = 256

@@ -130,6 +130,19 @@ def test_retrieve_skips_missing_ids(store: Store, rng: np.random.Generator) -> N
     assert [g.id for g in got] == [p.id]
     assert got[0].payload["messages"] == [{"role": "user", "content": "hello"}]
     assert store.retrieve([]) == []
+    assert got[0].vector is None
+
+
+def test_retrieve_gives_the_stored_vectors_when_asked(store: Store, rng: np.random.Generator) -> None:
+    v = vec(rng)
+    p = point(v)
+    store.upsert([p])
+
+    [got] = store.retrieve([p.id], with_vectors=True)
+
+    stored = np.asarray(got.vector, dtype=np.float64)
+    unit = np.asarray(v, dtype=np.float64) / np.linalg.norm(v)
+    assert stored.shape == (DIM,) and float(stored @ unit / np.linalg.norm(stored)) > 0.9999  # cosine: same direction
 
 
 def test_scroll_returns_every_page_and_count_is_exact(store: Store, rng: np.random.Generator) -> None:
