@@ -65,6 +65,11 @@ class ENV:
     AGREEMENT_MARGIN = "DISTILLKIT_AGREEMENT_MARGIN"
     VETO_MARGIN = "DISTILLKIT_VETO_MARGIN"
     FINE_TUNING = "DISTILLKIT_FINE_TUNING"
+    HOLDOUT = "DISTILLKIT_HOLDOUT"
+    HOLDOUT_MIN = "DISTILLKIT_HOLDOUT_MIN"
+    PROMOTION_FLOOR = "DISTILLKIT_PROMOTION_FLOOR"
+    MAX_ERROR = "DISTILLKIT_MAX_ERROR"
+    EXPLORE_RATE = "DISTILLKIT_EXPLORE_RATE"
     LORA_DIR = "DISTILLKIT_LORA_DIR"
     QDRANT_URL = "QDRANT_URL"
     QDRANT_API_KEY = "QDRANT_API_KEY"
@@ -141,6 +146,23 @@ class DistillConfig:
     #: ``distilled_base_url`` (:mod:`distillkit.training.lora`).
     fine_tuning: FineTuning = "openai"
     lora_dir: str = "./.distillkit-lora"
+    #: The promotion gate (:mod:`distillkit.training.evaluation`): each round holds out this share
+    #: of its pending points (at least ``holdout_min``, and only when ``min_examples`` are left to
+    #: train on; a smaller round waits for more data). After the job, the candidate answers them and
+    #: is activated only if at least ``promotion_floor`` of its answers agree with the teacher's.
+    #: 0.8 rejects a student that did not learn (the base model without its adapter answered 0 of
+    #: 40 held-out BANKING77 paraphrases) while a working one (0.925-0.98 measured) passes with a
+    #: miss in a small sample; how many routed answers may be wrong is ``max_error``'s job.
+    holdout: float = 0.1
+    holdout_min: int = 2
+    promotion_floor: float = 0.8
+    #: The error budget (:mod:`distillkit.budget`): the share of routed answers that may disagree
+    #: with the teacher, at 0.95 confidence, once enough labels were measured; until then the
+    #: configured rule and threshold decide. Per namespace: ``Distiller.budget.set_max_error``.
+    max_error: float = 0.05
+    #: Share of would-be-routed requests also answered by the other side in the background (the
+    #: teacher when the student answered, the student when the budget kept the teacher), to label.
+    explore_rate: float = 0.02
 
     def __post_init__(self) -> None:
         for name, variable in (("threshold", ENV.THRESHOLD), ("dedup_threshold", None)):
@@ -217,6 +239,27 @@ class DistillConfig:
                 variable=ENV.BASE_MODEL,
                 fix="Set it to a local folder or a hub id, for example Qwen/Qwen2.5-0.5B-Instruct.",
             )
+        for variable, value, low_open, high_open, example in (
+            (ENV.HOLDOUT, self.holdout, False, True, "0.1, or 0 to turn the promotion gate off"),
+            (ENV.PROMOTION_FLOOR, self.promotion_floor, False, False, "0.8"),
+            (ENV.MAX_ERROR, self.max_error, True, True, "0.05"),
+            (ENV.EXPLORE_RATE, self.explore_rate, False, False, "0.02"),
+        ):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (0.0 < value if low_open else 0.0 <= value) and (value < 1.0 if high_open else value <= 1.0)
+            if not ok:
+                interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+                raise ConfigError(
+                    f"{variable}={value!r} is outside {interval}.",
+                    variable=variable,
+                    fix=f"Use a share between 0 and 1, for example {example}.",
+                )
+        if not isinstance(self.holdout_min, int) or isinstance(self.holdout_min, bool) or self.holdout_min < 1:
+            raise ConfigError(
+                f"{ENV.HOLDOUT_MIN}={self.holdout_min!r} is not a positive integer.",
+                variable=ENV.HOLDOUT_MIN,
+                fix="Use an integer >= 1, for example 2.",
+            )
         for name in ("capture_queue_size", "capture_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.", variable=name)
@@ -277,6 +320,16 @@ class DistillConfig:
             values["agreement_margin"] = _number(
                 environ[ENV.AGREEMENT_MARGIN], ENV.AGREEMENT_MARGIN, float, "a number in [0, 1]"
             )
+        for name, variable in (
+            ("holdout", ENV.HOLDOUT),
+            ("promotion_floor", ENV.PROMOTION_FLOOR),
+            ("max_error", ENV.MAX_ERROR),
+            ("explore_rate", ENV.EXPLORE_RATE),
+        ):
+            if environ.get(variable):
+                values[name] = _number(environ[variable], variable, float, "a number between 0 and 1")
+        if environ.get(ENV.HOLDOUT_MIN):
+            values["holdout_min"] = _number(environ[ENV.HOLDOUT_MIN], ENV.HOLDOUT_MIN, int, "an integer >= 1")
         if environ.get(ENV.VETO_MARGIN):
             raw = environ[ENV.VETO_MARGIN]
             off = raw.strip().lower() == "off"

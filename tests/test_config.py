@@ -38,8 +38,15 @@ def test_every_variable_is_read() -> None:
             ENV.CAPTURE: "yes",
             ENV.QDRANT_URL: "http://qdrant:6333",
             ENV.QDRANT_API_KEY: "qdrant-secret",
+            ENV.HOLDOUT: "0.2",
+            ENV.HOLDOUT_MIN: "3",
+            ENV.PROMOTION_FLOOR: "0.9",
+            ENV.MAX_ERROR: "0.02",
+            ENV.EXPLORE_RATE: "0",
         }
     )
+    assert (config.holdout, config.holdout_min, config.promotion_floor) == (0.2, 3, 0.9)
+    assert (config.max_error, config.explore_rate) == (0.02, 0.0)
     assert (config.path, config.threshold, config.namespace) == ("/tmp/x", 0.93, "support")
     assert (config.min_examples, config.train_every, config.job_timeout) == (25, 900.0, 7200.0)
     assert (config.training_mode, config.route, config.capture) == ("full", False, True)
@@ -60,6 +67,12 @@ def test_every_variable_is_read() -> None:
         (ENV.TRAINING_MODE, "sometimes", "incremental or full"),
         (ENV.ROUTE, "maybe", "true or false"),
         (ENV.FINE_TUNING, "azure", "openai, lora"),
+        (ENV.HOLDOUT, "1", "between 0 and 1"),
+        (ENV.HOLDOUT_MIN, "0", "integer >= 1"),
+        (ENV.PROMOTION_FLOOR, "1.2", "between 0 and 1"),
+        (ENV.MAX_ERROR, "0", "between 0 and 1"),
+        (ENV.MAX_ERROR, "none", "number"),
+        (ENV.EXPLORE_RATE, "-0.1", "between 0 and 1"),
     ],
 )
 def test_invalid_values_name_the_variable_and_what_it_accepts(variable: str, value: str, accepted: str) -> None:
