@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -127,16 +127,18 @@ class Holdout:
     reason: str | None = None
 
 
-def holdout_size(pending: int, *, share: float, minimum: int, keep: int) -> int:
+def holdout_size(pending: int, *, share: float, minimum: int, keep: int, most: int | None = None) -> int:
     """How many points a round of ``pending`` points holds out: 0 when it cannot.
 
-    ``ceil(share * pending)``, at least ``minimum``, leaving at least ``keep`` to train on. A round
-    that cannot hold out ``minimum`` points and keep ``keep`` holds out nothing (the caller waits
-    for more data rather than activating an unevaluated model).
+    ``ceil(share * pending)``, at least ``minimum``, at most ``most``, leaving at least ``keep`` to
+    train on. A round that cannot hold out ``minimum`` points and keep ``keep`` holds out nothing
+    (the caller waits for more data rather than activating an unevaluated model).
     """
     if share <= 0 or pending <= 0:
         return 0
     wanted = max(minimum, math.ceil(share * pending))
+    if most is not None:
+        wanted = max(minimum, min(wanted, most))
     return wanted if pending - wanted >= keep else 0
 
 
@@ -180,7 +182,9 @@ def split_holdout(
     share: float,
     minimum: int,
     keep: int,
+    most: int | None = None,
     group_similarity: float = GROUP_SIMILARITY,
+    must_train: Collection[str] = (),
 ) -> Holdout:
     """Split a round's pending points into training and held-out ids (see the module docstring).
 
@@ -190,14 +194,17 @@ def split_holdout(
         share: the share to hold out (0 holds out nothing).
         minimum: hold out at least this many points, or none.
         keep: leave at least this many points to train on.
+        most: hold out at most this many (a bigger evaluation adds little and delays training).
         group_similarity: near-duplicates at or above this cosine similarity stay together.
+        must_train: ids that may not be held out (the previous round's held-out points), nor may
+            their near-duplicates.
 
     Returns:
         The split. Whole groups are taken in the order of their ids' hashes until ``holdout_size``
         points are held out; a group that would leave fewer than ``keep`` to train on is passed over.
     """
     ids = list(ids)
-    target = holdout_size(len(ids), share=share, minimum=minimum, keep=keep)
+    target = holdout_size(len(ids), share=share, minimum=minimum, keep=keep, most=most)
     if not ids:
         return Holdout([], [], 0, "no pending points")
     matrix = np.asarray(vectors, dtype=np.float32)
@@ -216,14 +223,17 @@ def split_holdout(
         )
         return Holdout(ids, [], len(groups), reason)
     held: list[str] = []
+    fixed = set(must_train)
     for group in groups:
         if len(held) >= target:
             break
+        if fixed.intersection(group):
+            continue
         if len(ids) - len(held) - len(group) >= keep:
             held.extend(group)
     if len(held) < minimum:
         # Only groups too big to spare were left: better wait for more data than leak a twin.
-        return Holdout(ids, [], len(groups), f"near-duplicate groups too large to hold out {minimum} points")
+        return Holdout(ids, [], len(groups), f"too few points that may be held out to hold out {minimum}")
     chosen = set(held)
     return Holdout([i for i in ids if i not in chosen], sorted(held), len(groups))
 
@@ -253,8 +263,11 @@ class Evaluation:
 
     Attributes:
         model: the candidate.
-        n: held-out points answered; ``agreed``: of those, agreeing with the teacher.
+        n: held-out points the verdict counts; ``agreed``: of those, agreeing with the teacher.
         agreement: ``agreed / n`` (0 when n is 0).
+        held_out: every held-out point answered; ``agreed_all``: of those, agreeing.
+        scope: ``"routable"`` (only held-out points the router would send to the candidate count)
+            or ``"all"``.
         floor: the agreement the candidate needed.
         verdict: ``promoted`` or ``rejected``.
         failed: held-out points whose call to the candidate failed (not in ``n``).
@@ -269,6 +282,9 @@ class Evaluation:
     agreed: int
     floor: float
     verdict: Verdict
+    held_out: int = 0
+    agreed_all: int = 0
+    scope: str = "all"
     failed: int = 0
     mode: str = "rules"
     reason: str | None = None
@@ -306,6 +322,7 @@ def evaluate(
     text_similarity: float = TEXT_SIMILARITY,
     judge: JudgeFn | None = None,
     max_failed_share: float = 0.5,
+    counted: Collection[str] | None = None,
 ) -> Evaluation:
     """Ask the candidate ``model`` every held-out point and compare with the teacher's answers.
 
@@ -319,6 +336,8 @@ def evaluate(
         text_similarity: the ratio free text must reach (rules mode).
         judge: compare with this instead of the rules (teacher-as-judge mode).
         max_failed_share: more failed calls than this share raises instead of judging.
+        counted: the ids the verdict counts (the held-out points the router would send to the
+            candidate); None or too few of them answered (fewer than 1): every held-out point.
 
     Raises:
         RuntimeError: nothing was held out, or too many calls to the candidate failed; the caller
@@ -347,7 +366,11 @@ def evaluate(
     if failed > max_failed_share * len(results):
         errors = sorted({r.error for r in results if r.error})
         raise RuntimeError(f"{failed} of {len(results)} calls to the candidate failed ({', '.join(errors)})")
-    answered = [r for r in results if r.error is None]
+    every = [r for r in results if r.error is None]
+    answered = [r for r in every if r.id in counted] if counted is not None else every
+    scope = "routable" if counted is not None and answered else "all"
+    if not answered:
+        answered = every
     agreed = sum(r.agreed for r in answered)
     share = agreed / len(answered) if answered else 0.0
     verdict: Verdict = "promoted" if answered and share >= floor else "rejected"
@@ -358,6 +381,9 @@ def evaluate(
         agreed=agreed,
         floor=floor,
         verdict=verdict,
+        held_out=len(every),
+        agreed_all=sum(r.agreed for r in every),
+        scope=scope,
         failed=failed,
         mode="judge" if judge is not None else "rules",
         reason=reason,

@@ -93,7 +93,18 @@ def test_a_round_too_small_holds_out_nothing_and_says_why() -> None:
     # One big group of near-duplicates cannot be held out without starving the training file.
     same = np.repeat(vectors(1), 12, axis=0)
     split = split_holdout([f"q{i}" for i in range(12)], same, share=0.1, minimum=2, keep=10)
-    assert split.held_out == [] and split.reason is not None and "near-duplicate" in split.reason
+    assert split.held_out == [] and split.reason is not None and "too few points that may be held out" in split.reason
+
+
+def test_the_previous_rounds_held_out_points_and_their_twins_train_next() -> None:
+    ids = [f"p{i}" for i in range(100)]
+    vecs = vectors(100, seed=4)
+    vecs[1] = vecs[0] + 0.001  # p1 is p0's twin
+    first = split_holdout(ids, vecs, share=0.1, minimum=2, keep=10, most=5)
+    assert len(first.held_out) == 5
+    must = set(first.held_out) | {"p0"}
+    second = split_holdout(ids, vecs, share=0.1, minimum=2, keep=10, most=5, must_train=must)
+    assert len(second.held_out) == 5 and not must.intersection(second.held_out) and "p1" not in second.held_out
 
 
 def teacher_answer(request: dict[str, Any]) -> str | Reply:
@@ -130,11 +141,21 @@ def test_the_candidate_answers_held_out_points_over_http(sim: Simulator) -> None
     held = [(f"id{i}", stored(f"question {i}")) for i in range(8)]
     good = evaluate("ft:candidate", held, student, floor=0.9)
     assert (good.verdict, good.n, good.agreed, good.agreement) == ("promoted", 8, 8, 1.0)
+    assert good.scope == "all" and good.held_out == 8
     assert all(r["model"] == "ft:candidate" for r in sim.chat_requests())
 
     held += [(f"bad{i}", stored(f"wrong question {i}")) for i in range(2)]
     bad = evaluate("ft:candidate", held, student, floor=0.9)
     assert bad.verdict == "rejected" and bad.agreement == 0.8 and sorted(bad.disagreements) == ["bad0", "bad1"]
+    # Counting only the points the router would route to the candidate:
+    routable = evaluate("ft:candidate", held, student, floor=0.9, counted={f"id{i}" for i in range(8)})
+    assert (routable.verdict, routable.scope, routable.n, routable.held_out, routable.agreed_all) == (
+        "promoted",
+        "routable",
+        8,
+        10,
+        8,
+    )
     record = bad.as_record()
     assert json.loads(json.dumps(record))["agreement"] == 0.8 and "results" not in record
 
