@@ -246,7 +246,7 @@ class DistillConfig:
             (ENV.EXPLORE_RATE, self.explore_rate, False, False, "0.02"),
         ):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and (0.0 < value if low_open else 0.0 <= value) and (value < 1.0 if high_open else value <= 1.0)
+            ok = ok and (value > 0.0 if low_open else value >= 0.0) and (value < 1.0 if high_open else value <= 1.0)
             if not ok:
                 interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
                 raise ConfigError(

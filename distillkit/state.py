@@ -8,6 +8,10 @@ kind                      key                 written by
 ``model``                 namespace           :class:`ModelRegistry`: the active distilled model
 ``job``                   namespace           the trainer: the job in flight and its point ids
 ``job_history``           job id              the trainer: every ended job, with its outcome
+                                              and the candidate's evaluation (promotion gate)
+``holdout``               namespace           the trainer: the latest round's held-out ids
+``labels``                namespace           the error budget: measured student outcomes
+``acceptance``            namespace           the error budget: its fit, and max_error override
 ``shadow``                namespace:model     shadow checks: count and mean agreement
 ``demotion``              namespace           shadow checks: why a model was demoted
 ``namespace``             namespace           the capture sink: namespaces seen
@@ -34,9 +38,12 @@ if TYPE_CHECKING:
     from distillkit.store.base import Store
 
 __all__ = [
+    "ACCEPTANCE_KIND",
     "DEMOTION_KIND",
     "HISTORY_KIND",
+    "HOLDOUT_KIND",
     "JOB_KIND",
+    "LABELS_KIND",
     "MODEL_KIND",
     "NAMESPACE_KIND",
     "SHADOW_KIND",
@@ -54,6 +61,9 @@ SHADOW_KIND = "shadow"
 DEMOTION_KIND = "demotion"
 NAMESPACE_KIND = "namespace"
 STATS_KIND = "stats"
+HOLDOUT_KIND = "holdout"
+LABELS_KIND = "labels"
+ACCEPTANCE_KIND = "acceptance"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ __all__ = [
     "KEYWORD_FIELDS",
     "check_vector",
     "mismatch_error",
+    "plain_vector",
     "public_payload",
     "stored_payload",
     "translate_errors",
@@ -98,3 +99,8 @@ def translate_errors(action: str) -> Iterator[None]:
         raise
     except Exception as exc:
         raise StoreError(f"Qdrant failed to {action}: {type(exc).__name__}: {exc}") from exc
+
+
+def plain_vector(raw: Any) -> list[float] | None:
+    """The collection's one unnamed dense vector, as floats (None if the point has none)."""
+    return [float(x) for x in raw] if isinstance(raw, list) and raw else None

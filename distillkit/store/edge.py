@@ -32,6 +32,7 @@ from distillkit.store._payload import (
     KEYWORD_FIELDS,
     check_vector,
     mismatch_error,
+    plain_vector,
     public_payload,
     stored_payload,
     translate_errors,
@@ -388,11 +389,6 @@ class EdgeStore:
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.path)!r}, {self.embedder!r}, collection={self.collection!r})"
-
-
-def plain_vector(raw: Any) -> list[float] | None:
-    """The collection's one unnamed dense vector, as floats (None if the point has none)."""
-    return [float(x) for x in raw] if isinstance(raw, list) and raw else None
 
 
 def _filter(

@@ -33,11 +33,14 @@ def conclude(
     outcome: str,
     *,
     flip_batch: int = FLIP_BATCH,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Flip the points (on success), activate the model, move the record to the history.
 
     Called under the namespace's lease, with the job's record still current. Returns the
-    history record.
+    history record. ``outcome`` ``"rejected"``: the job succeeded but its model failed the
+    promotion gate (``evaluation``); nothing is flipped or activated. Held-out points are never
+    flipped (they are not among the job's points).
     """
     job_id = str(record["job_id"])
     point_ids = [str(i) for i in record.get("point_ids") or []]
@@ -47,15 +50,18 @@ def conclude(
             chunk = point_ids[start : start + flip_batch]
             store.set_payload(chunk, {"indexed": True, "distilled_model": status.model, "job_id": job_id})
         activate(store, registry, ns, record, status.model, len(point_ids))
-    history = {k: v for k, v in record.items() if k != "point_ids"}
+    history = {k: v for k, v in record.items() if k not in ("point_ids", "held_out", "evaluation_error")}
     history.update(
         points=len(point_ids),
-        status=status.status,
+        held_out=len(record.get("held_out") or []),
+        status="rejected" if outcome == "rejected" else status.status,
         outcome=outcome,
         model=status.model if outcome == "succeeded" else None,
+        candidate=status.model,
         error=status.error,
         trained_tokens=status.trained_tokens,
         finished_at=time.time(),
+        evaluation=dict(evaluation) if evaluation is not None else None,
     )
     store.put_record(HISTORY_KIND, job_id, history)
     store.delete_record(JOB_KIND, ns)  # last: until here, a crash means "poll it again"

@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distillkit.router import answer_key
-from distillkit.shadow import agreement
+from distillkit.routing.router import answer_key
+from distillkit.routing.shadow import agreement
 
 __all__ = [
     "GROUP_SIMILARITY",

@@ -17,16 +17,17 @@ __all__ = ["ENDED", "RoundStatus", "TrainingRound", "describe", "failed", "from_
 
 logger = logging.getLogger("distillkit")
 
-RoundStatus = Literal["skipped", "started", "running", "succeeded", "failed", "cancelled", "error"]
+RoundStatus = Literal["skipped", "started", "running", "succeeded", "failed", "cancelled", "rejected", "error"]
 
 _IN_FLIGHT = frozenset({"started", "running"})
 #: Round statuses of an ended job.
-ENDED = frozenset({"succeeded", "failed", "cancelled"})
+ENDED = frozenset({"succeeded", "failed", "cancelled", "rejected"})
 _OUTCOME_STATUS: dict[str, RoundStatus] = {
     "succeeded": "succeeded",
     "failed": "failed",
     "timed_out": "failed",
     "cancelled": "cancelled",
+    "rejected": "rejected",
 }
 
 
@@ -39,14 +40,18 @@ class TrainingRound:
         status: ``skipped`` (not enough new data, or another process is starting a job),
             ``started`` (a job was started now), ``running`` (a job is in flight),
             ``succeeded`` / ``failed`` / ``cancelled`` (the job ended; on success its points are
-            flipped and its model is active), ``error`` (the store or the provider failed; see
-            ``reason``).
+            flipped and its model is active), ``rejected`` (the job succeeded but its model fell
+            short of the promotion floor on the held-out points: nothing flipped, nothing
+            activated), ``error`` (the store or the provider failed; see ``reason``).
         job_id: the job's id, when there is one.
         model: the distilled model, once the job succeeded.
         examples: training examples in the job's file.
         dropped: captured records that could not be trained on.
-        reason: why it was skipped, failed or errored; the latest progress while running.
+        reason: why it was skipped, failed, rejected or errored; the latest progress while running.
         base_model: the model the job trains from.
+        held_out: pending points kept out of the job for the promotion gate.
+        evaluation: the candidate's evaluation on them, once done
+            (:meth:`~distillkit.training.evaluation.Evaluation.as_record`).
     """
 
     namespace: str
@@ -57,6 +62,8 @@ class TrainingRound:
     dropped: int = 0
     reason: str | None = None
     base_model: str | None = None
+    held_out: int = 0
+    evaluation: dict[str, Any] | None = None
 
     @property
     def in_flight(self) -> bool:
@@ -74,6 +81,7 @@ def running(ns: str, record: Mapping[str, Any], status: JobStatus, reason: str |
         dropped=int(record.get("dropped") or 0),
         reason=reason or status.progress or status.status,
         base_model=record.get("base_model"),
+        held_out=len(record.get("held_out") or []),
     )
 
 
@@ -97,6 +105,8 @@ def from_history_record(ns: str, history: Mapping[str, Any]) -> TrainingRound:
         dropped=int(history.get("dropped") or 0),
         reason=history.get("error"),
         base_model=history.get("base_model"),
+        held_out=int(history.get("held_out") or 0),
+        evaluation=history.get("evaluation"),
     )
 
 

@@ -5,6 +5,13 @@ only in memory, so that a restarted process (or another one sharing a server sto
 where this one stopped. At most one job runs per namespace: starting one, and concluding it,
 happen under the store's ``train:<namespace>`` lease. A job that succeeded is concluded by
 :mod:`distillkit.training.activation`: exactly its points flip, and its model becomes active.
+
+The promotion gate (:mod:`distillkit.training.evaluation`): when the trainer is given the serving
+path (``student``), each round holds out a share of its pending points (``holdout``), recorded in
+the job record. After the job succeeded the candidate answers them; only if enough answers agree
+with the teacher's (``promotion_floor``) are the trained points flipped and the candidate
+activated. Otherwise the round ends ``rejected``, with its evaluation in the history, and nothing
+changes. Held-out points are never flipped; they train in the next round.
 """
 
 from __future__ import annotations
@@ -21,8 +28,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from distillkit.state import HISTORY_KIND, JOB_KIND, ModelRegistry
+import numpy as np
+
+from distillkit.routing.budget import Label, answer_class
+from distillkit.routing.router import answer_key
+from distillkit.state import HISTORY_KIND, HOLDOUT_KIND, JOB_KIND, ModelRegistry
 from distillkit.training.activation import FLIP_BATCH, conclude
+from distillkit.training.evaluation import Evaluation, JudgeFn, StudentFn, evaluate, split_holdout
 from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
 from distillkit.training.rounds import (
     ENDED,
@@ -57,6 +69,12 @@ class Trainer:
         fine_tuning_provider: starts and polls jobs.
         owner: this trainer's name in the store's leases; default: host, process id and a
             random part, unique per trainer.
+        student: sends a request to a candidate model through the serving path routed requests
+            take, returning its assistant message; with it (and ``config.holdout`` > 0) the
+            promotion gate is on. Without it, every succeeded job is activated as before.
+        judge: compare answers with this (teacher-as-judge) instead of the rules.
+        on_labels: receives ``(namespace, labels)`` measured on a promoted candidate's held-out
+            points, for the error budget.
 
     Example:
         >>> rounds = trainer.tick()  # doctest: +SKIP
@@ -68,6 +86,10 @@ class Trainer:
     LOCK_TTL_S = 300.0
     #: Points flipped per store call.
     FLIP_BATCH = FLIP_BATCH
+    #: Held-out points per round at most: a bigger evaluation adds little and delays training.
+    MAX_HELD_OUT = 200
+    #: Tries at evaluating a candidate (one per poll) before the round is rejected.
+    EVALUATION_ATTEMPTS = 3
 
     def __init__(
         self,
@@ -78,8 +100,14 @@ class Trainer:
         dataset_provider: DatasetProvider,
         fine_tuning_provider: FineTuningProvider,
         owner: str | None = None,
+        student: StudentFn | None = None,
+        judge: JudgeFn | None = None,
+        on_labels: Callable[[str, list[Label]], Any] | None = None,
     ) -> None:
         self._store = store
+        self.student = student
+        self.judge = judge
+        self.on_labels = on_labels
         self.registry = registry
         self.config = config
         self.dataset_provider = dataset_provider
@@ -249,7 +277,14 @@ class Trainer:
         pending = list(store.scroll(namespace=ns, indexed=False))
         if len(pending) < config.min_examples:
             return TrainingRound(ns, "skipped", reason=f"{len(pending)} new examples, {config.min_examples} needed")
-        points = pending if incremental else list(store.scroll(namespace=ns))
+        held_out: list[str] = []
+        if self.gated:
+            held_out, why = self._hold_out(store, ns, pending)
+            if not held_out:
+                return TrainingRound(ns, "skipped", reason=why)
+        kept_out = set(held_out)
+        pending = [p for p in pending if p.id not in kept_out]
+        points = pending if incremental else [p for p in store.scroll(namespace=ns) if p.id not in kept_out]
         dataset = self.dataset_provider.build([p.payload for p in points])
         if dataset.dropped:
             logger.info(
@@ -279,6 +314,7 @@ class Trainer:
             "dropped": dataset.dropped,
             "drop_reasons": dataset.drop_reasons,
             "owner": self.owner,
+            "held_out": held_out,
         }
         try:
             store.put_record(JOB_KIND, ns, record)
@@ -296,8 +332,44 @@ class Trainer:
             base_model,
         )
         return TrainingRound(
-            ns, "started", job_id, examples=len(point_ids), dropped=dataset.dropped, base_model=base_model
+            ns,
+            "started",
+            job_id,
+            examples=len(point_ids),
+            dropped=dataset.dropped,
+            base_model=base_model,
+            held_out=len(held_out),
         )
+
+    @property
+    def gated(self) -> bool:
+        """Whether rounds hold points out and candidates must pass the promotion gate."""
+        return self.student is not None and self.config.holdout > 0
+
+    def _hold_out(self, store: Store, ns: str, pending: Sequence[Any]) -> tuple[list[str], str | None]:
+        """The round's held-out ids (near-duplicates together), or none and why."""
+        config = self.config
+        vectors: dict[str, Any] = {}
+        ids = [p.id for p in pending]
+        for start in range(0, len(ids), self.FLIP_BATCH):
+            for point in store.retrieve(ids[start : start + self.FLIP_BATCH], with_vectors=True):
+                if point.vector is not None:
+                    vectors[point.id] = point.vector
+        ids = [i for i in ids if i in vectors]
+        previous = store.get_record(HOLDOUT_KIND, ns) or {}
+        split = split_holdout(
+            ids,
+            np.asarray([vectors[i] for i in ids], dtype=np.float32).reshape(len(ids), -1),
+            share=config.holdout,
+            minimum=config.holdout_min,
+            keep=config.min_examples,
+            most=self.MAX_HELD_OUT,
+            must_train=[str(i) for i in previous.get("ids") or []],
+        )
+        if not split.held_out:
+            return [], f"promotion gate: {split.reason}; waiting for more data"
+        store.put_record(HOLDOUT_KIND, ns, {"ids": split.held_out, "at": time.time()})
+        return split.held_out, None
 
     def _poll(self, store: Store, ns: str, record: Mapping[str, Any], *, held: bool = False) -> TrainingRound:
         job_id = str(record["job_id"])
@@ -350,12 +422,101 @@ class Trainer:
             current = store.get_record(JOB_KIND, ns)
             if current is None or current.get("job_id") != job_id:
                 return from_history(store, ns, job_id)
-            history = conclude(store, self.registry, ns, record, status, outcome, flip_batch=self.FLIP_BATCH)
+            evaluation: Evaluation | None = None
+            labels: list[Label] = []
+            if outcome == "succeeded" and record.get("held_out") and self.student is not None:
+                assert status.model is not None
+                try:
+                    evaluation, labels = self._evaluate(store, ns, record, status.model)
+                except Exception as exc:
+                    attempts = int(record.get("evaluation_attempts") or 0) + 1
+                    reason = f"could not evaluate the candidate: {describe(exc)}"
+                    logger.warning("distillkit: %s: job %s: %s (try %d)", ns, job_id, reason, attempts)
+                    if attempts < self.EVALUATION_ATTEMPTS:
+                        store.put_record(
+                            JOB_KIND, ns, {**record, "evaluation_attempts": attempts, "evaluation_error": reason}
+                        )
+                        return running(ns, record, status, reason=f"{reason}; trying again")
+                    outcome = "rejected"
+                    status = replace(status, error=f"{reason} ({attempts} tries); nothing was activated")
+                else:
+                    if evaluation.verdict == "rejected":
+                        outcome = "rejected"
+                        status = replace(status, error=f"promotion gate: {evaluation.reason}")
+            history = conclude(
+                store,
+                self.registry,
+                ns,
+                record,
+                status,
+                outcome,
+                flip_batch=self.FLIP_BATCH,
+                evaluation=evaluation.as_record() if evaluation is not None else None,
+            )
+        if outcome == "succeeded" and evaluation is not None and self.on_labels is not None:
+            try:
+                self.on_labels(ns, labels)
+            except Exception as exc:  # the model is active; only the labels are lost
+                logger.warning("distillkit: %s: could not keep the gate's labels (%s)", ns, describe(exc))
         if outcome == "succeeded":
             logger.info("distillkit: %s: job %s succeeded; %s is active", ns, job_id, status.model)
         else:
             logger.warning("distillkit: %s: job %s %s: %s", ns, job_id, outcome, status.error)
         return from_history_record(ns, history)
+
+    def _evaluate(self, store: Store, ns: str, record: Mapping[str, Any], model: str) -> tuple[Evaluation, list[Label]]:
+        """The candidate answers the held-out points; labels say what the router would have seen.
+
+        A held-out point's label carries the similarity of its nearest neighbour in the candidate's
+        training data (this round's trained points, and the points trained before), of the same
+        task, and that neighbour's answer class. The verdict counts the held-out points the router
+        would route (neighbour at or above the configured threshold) when there are at least
+        ``holdout_min`` of them, else all.
+        """
+        assert self.student is not None
+        held = {p.id: p for p in store.retrieve([str(i) for i in record.get("held_out") or []], with_vectors=True)}
+        trained: list[Any] = []
+        point_ids = [str(i) for i in record.get("point_ids") or []]
+        for start in range(0, len(point_ids), self.FLIP_BATCH):
+            trained.extend(store.retrieve(point_ids[start : start + self.FLIP_BATCH], with_vectors=True))
+        by_task: dict[Any, tuple[np.ndarray, list[Any]]] = {}
+        for fp in {p.payload.get("fingerprint") for p in trained}:
+            mine = [p for p in trained if p.payload.get("fingerprint") == fp and p.vector is not None]
+            if mine:
+                by_task[fp] = (_unit(np.asarray([p.vector for p in mine], dtype=np.float32)), mine)
+        neighbours: dict[str, tuple[float, str | None]] = {}
+        for point_id, point in held.items():
+            if point.vector is None:
+                continue
+            fp = point.payload.get("fingerprint")
+            found: tuple[float, str | None] | None = None
+            if fp in by_task:
+                matrix, mine = by_task[fp]
+                sims = matrix @ _unit(np.asarray([point.vector], dtype=np.float32))[0]
+                j = int(np.argmax(sims))
+                found = (float(sims[j]), answer_class(answer_key(mine[j].payload)))
+            hits = store.search(point.vector, namespace=ns, fingerprint=fp, indexed=True, limit=1)
+            if hits and (found is None or hits[0].score > found[0]):
+                found = (float(hits[0].score), answer_class(answer_key(hits[0].payload)))
+            if found is not None:
+                neighbours[point_id] = found
+        threshold = self.config.threshold
+        routable = {i for i, (score, _) in neighbours.items() if score >= threshold}
+        evaluation = evaluate(
+            model,
+            [(i, p.payload) for i, p in held.items()],
+            self.student,
+            floor=self.config.promotion_floor,
+            context=[p.payload for p in trained],
+            judge=self.judge,
+            counted=routable if len(routable) >= self.config.holdout_min else None,
+        )
+        labels = [
+            Label(neighbours[r.id][0], r.agreed, neighbours[r.id][1], "gate")
+            for r in evaluation.results
+            if r.error is None and r.id in neighbours
+        ]
+        return evaluation, labels
 
     def _follow(self, ns: str, job_id: str) -> TrainingRound:
         """The latest state of one job: polled while in flight, else read from the history."""
@@ -391,6 +552,11 @@ class Trainer:
             current = store.get_record(JOB_KIND, ns) if ok else None
             if current is not None and current.get("job_id") == job_id:
                 store.put_record(JOB_KIND, ns, {**current, "status": status})
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
 def _suffix(namespace: str) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from distillkit.records import response_message
+from distillkit.streams import response_message
 from distillkit.testing import Reply, Simulator
 from distillkit.training.evaluation import agrees, evaluate, holdout_size, split_holdout
 

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from distillkit.errors import ConfigError
+from distillkit.state import ACCEPTANCE_KIND, LABELS_KIND
 
 if TYPE_CHECKING:
     from distillkit.store.base import Store
@@ -60,10 +61,6 @@ __all__ = [
     "upper_bound",
 ]
 
-#: Record kind of a namespace's labels (a bounded list), keyed by namespace.
-LABELS_KIND = "labels"
-#: Record kind of a namespace's fitted acceptance (and its max_error override), keyed by namespace.
-ACCEPTANCE_KIND = "acceptance"
 #: One-sided confidence of the bound on the disagreement rate.
 CONFIDENCE = 0.95
 #: Labels kept per namespace (the oldest go first).

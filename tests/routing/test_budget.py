@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from distillkit.budget import ErrorBudget, Label, _binomial_cdf, fit, min_labels, upper_bound
 from distillkit.errors import ConfigError
+from distillkit.routing.budget import ErrorBudget, Label, _binomial_cdf, fit, min_labels, upper_bound
 from distillkit.store import EdgeStore, EmbedderInfo
 
 

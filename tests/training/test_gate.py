@@ -1,0 +1,141 @@
+"""The promotion gate in training rounds: the simulator over HTTP serves the candidate, a real store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillkit.routing.budget import Label
+from distillkit.state import HOLDOUT_KIND
+from distillkit.store import EdgeStore
+from distillkit.streams import response_message
+from distillkit.testing import Simulator
+from distillkit.training import Trainer
+
+from .conftest import add_points, make_trainer, payloads
+
+
+def gated(store: EdgeStore, sim: Simulator, labels: list[tuple[str, list[Label]]], **config: Any) -> Trainer:
+    """A trainer whose candidates answer through the simulator, as the stored teacher did."""
+    sim.student_answer = lambda body: body["messages"][-1]["content"].replace("question", "answer")
+    client = sim.client(max_retries=0)
+    trainer = make_trainer(store, sim, **config)
+    trainer.student = lambda kwargs: response_message(client.chat.completions.create(**kwargs))[0]
+    trainer.on_labels = lambda ns, new: labels.append((ns, new))
+    return trainer
+
+
+def test_a_candidate_that_answers_right_is_activated(sim: Simulator, store: EdgeStore) -> None:
+    labels: list[tuple[str, list[Label]]] = []
+    trainer = gated(store, sim, labels)
+    ids = add_points(store, 20)
+
+    [started] = trainer.tick()
+    assert started.status == "started" and started.held_out == 2 and started.examples == 18
+    held = set(trainer.jobs()["ns"]["held_out"])
+    assert len(held) == 2 and held < set(ids)
+    sim.finish_jobs()
+    [done] = trainer.wait([started], timeout=10)
+
+    assert done.status == "succeeded" and done.model is not None
+    assert done.evaluation is not None
+    assert (done.evaluation["verdict"], done.evaluation["n"], done.evaluation["agreement"]) == ("promoted", 2, 1.0)
+    assert [r["model"] for r in sim.chat_requests(model=done.model)] == [done.model] * 2  # it answered them
+    points = payloads(store)
+    assert {i for i, p in points.items() if p["indexed"]} == set(ids) - held  # held-out points are not flipped
+    active = trainer.registry.get("ns")
+    assert active is not None and active.model == done.model
+    [(ns, measured)] = labels
+    assert ns == "ns" and len(measured) == 2 and all(label.agreed and label.source == "gate" for label in measured)
+    [entry] = trainer.history("ns")
+    assert entry["status"] == "succeeded" and entry["evaluation"]["verdict"] == "promoted"
+
+    # The held-out points train in the next round; they are not held out again.
+    add_points(store, 20, start=20)
+    [second] = trainer.tick()
+    record = trainer.jobs()["ns"]
+    assert held <= set(record["point_ids"]) and not held & set(record["held_out"])
+    assert second.status == "started"
+
+
+def test_a_candidate_that_answers_wrongly_is_not_activated(sim: Simulator, store: EdgeStore) -> None:
+    labels: list[tuple[str, list[Label]]] = []
+    trainer = gated(store, sim, labels)
+    add_points(store, 30)
+    sim.student_wrong()  # every fine-tuned model answers something else
+
+    [started] = trainer.tick()
+    sim.finish_jobs()
+    [done] = trainer.wait([started], timeout=10)
+
+    assert done.status == "rejected" and done.model is None
+    assert done.evaluation is not None and done.evaluation["verdict"] == "rejected"
+    assert done.evaluation["agreement"] == 0.0 and done.evaluation["n"] == 3
+    assert done.reason is not None and "promotion gate" in done.reason
+    assert store.count(namespace="ns", indexed=True) == 0  # nothing flipped
+    assert trainer.registry.get("ns") is None and trainer.jobs() == {}
+    assert labels == []  # a rejected candidate's answers say nothing about the active model
+    [entry] = trainer.history("ns")
+    assert entry["status"] == "rejected" and entry["outcome"] == "rejected" and entry["model"] is None
+    assert entry["candidate"] and entry["evaluation"]["floor"] == 0.8
+
+    # The next candidate answers right: it is activated, on every point (the held-out ones too).
+    sim.student_right()
+    [retry] = trainer.tick()
+    sim.finish_jobs()
+    [ok] = trainer.wait([retry], timeout=10)
+    assert ok.status == "succeeded" and trainer.registry.get("ns") is not None
+    assert store.count(namespace="ns", indexed=True) == 30 - ok.held_out
+
+
+def test_an_active_model_stays_when_its_successor_is_rejected(sim: Simulator, store: EdgeStore) -> None:
+    trainer = gated(store, sim, [])
+    add_points(store, 20)
+    [first] = trainer.wait(trainer.tick(), timeout=0.01)
+    sim.finish_jobs()
+    [first] = trainer.wait([first], timeout=10)
+    assert first.status == "succeeded"
+
+    add_points(store, 20, start=20)
+    sim.student_wrong(model=None)
+    [second] = trainer.tick()
+    sim.finish_jobs()
+    [second] = trainer.wait([second], timeout=10)
+    assert second.status == "rejected"
+    active = trainer.registry.get("ns")
+    assert active is not None and active.model == first.model
+
+
+def test_an_evaluation_that_fails_is_retried_then_rejected_never_activated(sim: Simulator, store: EdgeStore) -> None:
+    trainer = gated(store, sim, [])
+    add_points(store, 20)
+    [started] = trainer.tick()
+    sim.finish_jobs()
+    model = sim.jobs[started.job_id]["fine_tuned_model"]
+    sim.inject("chat", status=500, times=None, model=model)  # the candidate cannot be reached
+
+    [first] = trainer.poll()
+    assert first.status == "running" and first.reason is not None and "trying again" in first.reason
+    [done] = trainer.wait([first], timeout=10)
+
+    assert done.status == "rejected" and done.reason is not None and "could not evaluate" in done.reason
+    assert store.count(namespace="ns", indexed=True) == 0 and trainer.registry.get("ns") is None
+
+
+def test_a_round_too_small_to_hold_out_waits(sim: Simulator, store: EdgeStore) -> None:
+    trainer = gated(store, sim, [])
+    add_points(store, 11)  # 10 must be left to train on, 2 held out
+
+    [skipped] = trainer.tick()
+
+    assert skipped.status == "skipped" and skipped.reason is not None and "promotion gate" in skipped.reason
+    assert sim.jobs == {} and store.get_record(HOLDOUT_KIND, "ns") is None
+    add_points(store, 1, start=11)
+    [started] = trainer.tick()
+    assert started.status == "started" and (started.examples, started.held_out) == (10, 2)
+
+
+def test_without_a_serving_path_or_with_holdout_zero_there_is_no_gate(sim: Simulator, store: EdgeStore) -> None:
+    trainer = gated(store, sim, [], holdout=0.0)
+    add_points(store, 12)
+    [started] = trainer.tick()
+    assert started.held_out == 0 and started.examples == 12
