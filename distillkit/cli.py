@@ -56,6 +56,24 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         demoted = row.get("demoted")
         if demoted:
             out.write(f"  demoted {demoted.get('model')}: {demoted.get('reason')}\n")
+        for entry in row.get("rounds") or []:
+            evaluation = entry.get("evaluation")
+            line = f"  round {entry.get('job_id')}: {entry.get('status')} {entry.get('model') or ''}".rstrip()
+            if evaluation:
+                line += (
+                    f"; held-out agreement {evaluation.get('agreement', 0):.3f} on {evaluation.get('n')}"
+                    f" (floor {evaluation.get('floor')}): {evaluation.get('verdict')}"
+                )
+            elif entry.get("error"):
+                line += f": {entry.get('error')}"
+            out.write(line + "\n")
+        budget = row.get("budget")
+        if budget:
+            shown = budget["threshold"] if budget["threshold"] is not None else "-"
+            out.write(
+                f"  error budget {budget['max_error']}: {budget['status']}, threshold {shown},"
+                f" {budget['labels']} labels ({budget['reason']})\n"
+            )
     return 0
 
 

@@ -26,14 +26,24 @@ from distillkit.config import DistillConfig
 from distillkit.errors import StoreError
 from distillkit.events import Events
 from distillkit.pipeline import Pipeline, describe
+from distillkit.routing.budget import ErrorBudget
 from distillkit.routing.embedders import Embedder, make_embedder
 from distillkit.routing.router import Router
 from distillkit.routing.shadow import ShadowChecks
 from distillkit.serving import CompatibleServerProvider, LLMProvider, SameClientProvider
-from distillkit.state import DEMOTION_KIND, NAMESPACE_KIND, STATS_KIND, ModelRegistry, saved_stats, shadow_summaries
+from distillkit.state import (
+    DEMOTION_KIND,
+    HISTORY_KIND,
+    NAMESPACE_KIND,
+    STATS_KIND,
+    ModelRegistry,
+    saved_stats,
+    shadow_summaries,
+)
 from distillkit.stats import NamespaceStats, Stats
 from distillkit.store.base import EmbedderInfo, Store
 from distillkit.store.resilient import ResilientStore
+from distillkit.streams import response_message
 
 if TYPE_CHECKING:
     from distillkit.training import DatasetProvider, FineTuningProvider, Trainer, TrainingRound, TrainingScheduler
@@ -113,6 +123,8 @@ class Distiller:
         self._stats_saved_at = time.monotonic()
         self._events = Events()
         self.registry = ModelRegistry(lambda: self.store)
+        #: Measured student outcomes and the acceptance fitted to ``config.max_error``.
+        self.budget = ErrorBudget(lambda: self.store, max_error=config.max_error)
         self.shadows = ShadowChecks(
             lambda: self.store, self.registry, rate=shadow_rate, floor=shadow_floor, min_samples=shadow_min_samples
         )
@@ -246,6 +258,11 @@ class Distiller:
         shadows = shadow_summaries(store)
         jobs = self.trainer.jobs()
         totals = saved_stats(store)
+        rounds: dict[str, list[dict[str, Any]]] = {}
+        for job_id, entry in sorted(
+            store.list_records(HISTORY_KIND).items(), key=lambda item: float(item[1].get("finished_at") or 0.0)
+        ):
+            rounds.setdefault(str(entry.get("namespace")), []).append(_round_summary(job_id, entry))
         namespaces = set(store.list_records(NAMESPACE_KIND)) | set(self.registry.all()) | set(demotions)
         report = {}
         for ns in sorted(namespaces | set(totals) | set(jobs)):
@@ -262,9 +279,14 @@ class Distiller:
                 "job": jobs.get(ns),
                 "shadow": shadows.get(ns, {}),
                 "demoted": demotions.get(ns),
+                "rounds": rounds.get(ns, [])[-self.STATUS_ROUNDS :],
+                "budget": _budget_summary(self.budget.acceptance(ns)),
                 **counters.as_dict(),
             }
         return report
+
+    #: Training rounds (newest last) shown per namespace by :meth:`status`.
+    STATUS_ROUNDS = 5
 
     def _save_stats(self, *, every: float = 0.0) -> None:
         if time.monotonic() - self._stats_saved_at < every:
@@ -291,8 +313,32 @@ class Distiller:
                         config=self.config,
                         dataset_provider=dataset,
                         fine_tuning_provider=fine_tuning,
+                        student=self._ask_candidate,
+                        on_labels=self.budget.add,
                     )
         return self._trainer
+
+    def _ask_candidate(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The promotion gate's serving path: the candidate answers as a routed request would be.
+
+        Through the same :class:`~distillkit.serving.LLMProvider`, with the caller's most recent
+        client (or, when none was seen in this process, e.g. in a ``distillkit train`` worker, the
+        fine-tuning client, which serves OpenAI fine-tunes; or a synchronous copy of an async one).
+        """
+        client = self.pipeline.last_client()
+        if client is None:
+            provider = self._fine_tuning_provider or (self._trainer.fine_tuning_provider if self._trainer else None)
+            client = getattr(provider, "client", None) or self._training_client
+        if client is None and (aclient := self.pipeline.last_client(asynchronous=True)) is not None:
+            import openai
+
+            client = openai.OpenAI(
+                api_key=aclient.api_key,
+                base_url=aclient.base_url,
+                organization=aclient.organization,
+                project=aclient.project,
+            )
+        return response_message(self.llm_provider.create(client, kwargs))[0]
 
     def _configured_fine_tuning(self) -> FineTuningProvider:
         """The provider ``config.fine_tuning`` names."""
@@ -355,6 +401,41 @@ class Distiller:
             except Exception as exc:  # closing must not fail because the store did
                 logger.warning("distillkit could not save its counters: %s", exc)
         self._stores.close()
+
+
+def _round_summary(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """One ended training round as ``status()`` shows it: outcome and the promotion gate's verdict."""
+    evaluation = entry.get("evaluation") or None
+    return {
+        "job_id": job_id,
+        "status": entry.get("status"),
+        "model": entry.get("model") or entry.get("candidate"),
+        "finished_at": entry.get("finished_at"),
+        "held_out": entry.get("held_out", 0),
+        "evaluation": (
+            {k: evaluation.get(k) for k in ("agreement", "n", "floor", "verdict", "scope", "held_out", "failed")}
+            if isinstance(evaluation, dict)
+            else None
+        ),
+        "error": entry.get("error"),
+    }
+
+
+def _budget_summary(acceptance: Any) -> dict[str, Any] | None:
+    """The error budget's fit as ``status()`` shows it."""
+    if acceptance is None:
+        return None
+    return {
+        "status": acceptance.status,
+        "max_error": acceptance.max_error,
+        "threshold": acceptance.threshold,
+        "labels": acceptance.labels,
+        "accepted": acceptance.accepted,
+        "errors": acceptance.errors,
+        "bound": acceptance.bound,
+        "blocked_classes": len(acceptance.blocked),
+        "reason": acceptance.reason,
+    }
 
 
 _default: Distiller | None = None

@@ -9,7 +9,9 @@ stream is proxied), count it, and queue the teacher's answer for capture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,11 +69,28 @@ class Pipeline:
         self._writer = writer
         self._stats = stats
         self._events = events
+        self._clients: dict[bool, weakref.ref[Any]] = {}
+
+    def last_client(self, *, asynchronous: bool = False) -> Any:
+        """The most recent caller client (sync or async) seen here, if it still exists.
+
+        The promotion gate asks a candidate model through the same provider and client routed
+        requests use.
+        """
+        ref = self._clients.get(asynchronous)
+        return ref() if ref is not None else None
+
+    def _seen(self, client: Any, asynchronous: bool) -> None:
+        current = self._clients.get(asynchronous)
+        if current is None or current() is not client:
+            with contextlib.suppress(TypeError):  # a client without weak references is not kept
+                self._clients[asynchronous] = weakref.ref(client)
 
     # --- the two entry points ---------------------------------------------------------------
 
     def handle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
         """Answer one intercepted synchronous call (``create`` sends it to the teacher)."""
+        self._seen(call.client, False)
         request = self._prepare(call)
         info = self.router.decide(request)
         if info.routed:
@@ -85,6 +104,7 @@ class Pipeline:
 
     async def ahandle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
         """Answer one intercepted asynchronous call; embedding and search run off the event loop."""
+        self._seen(call.client, True)
         request = self._prepare(call)
         if self.router.needs_lookup(request):
             info = await asyncio.to_thread(self.router.decide, request)

@@ -33,6 +33,8 @@ def populated(simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     distiller.close()
     monkeypatch.setenv("DISTILLKIT_PATH", str(path))
     monkeypatch.setenv("DISTILLKIT_MIN_EXAMPLES", "10")
+    # Near-duplicate questions: too few groups to hold any out; the gate has its own test below.
+    monkeypatch.setenv("DISTILLKIT_HOLDOUT", "0")
     # The CLI builds its fine-tuning client from the environment, like OpenAI() does.
     monkeypatch.setenv("OPENAI_BASE_URL", simulator.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-simulator")
@@ -83,3 +85,53 @@ def test_bad_configuration_is_a_clear_error(populated: Path, monkeypatch: pytest
     code, _ = cli("status")
     assert code == 2
     assert "DISTILLKIT_THRESHOLD" in capsys.readouterr().err
+
+
+DISTINCT = [
+    "Where is my new card?",
+    "How do I close my account?",
+    "Why was I charged twice?",
+    "Can I raise my overdraft limit?",
+    "What is the fee for a transfer abroad?",
+    "How do I reset my PIN?",
+    "Is there a mortgage holiday?",
+    "When is interest paid on savings?",
+    "How do I report fraud?",
+    "Can I freeze my card for a week?",
+    "How long does a cheque take to clear?",
+    "Can I get paper statements by post?",
+]
+
+
+def test_status_shows_each_rounds_promotion_gate(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gate"
+    distiller = Distiller(DistillConfig(path=str(path)))
+    client = distillkit.wrap(simulator.client(), distiller)
+    for q in DISTINCT:
+        ask(client, q)
+    distillkit.unwrap(client)
+    distiller.close()
+    for name, value in (("DISTILLKIT_PATH", str(path)), ("DISTILLKIT_MIN_EXAMPLES", "10")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OPENAI_BASE_URL", simulator.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-simulator")
+    simulator.job_step_seconds = 0.01
+
+    simulator.student_wrong()  # the first candidate answers wrongly
+    code, out = cli("train", "--wait", "--timeout", "30")
+    assert code == 0 and "default: rejected" in out and "promotion gate" in out
+    simulator.student_right()
+    code, out = cli("train", "--wait", "--timeout", "30")
+    assert code == 0 and "default: succeeded" in out
+
+    code, out = cli("status")
+    rounds = [line.strip() for line in out.splitlines() if line.strip().startswith("round ")]
+    assert len(rounds) == 2
+    assert rounds[0].endswith("held-out agreement 0.000 on 2 (floor 0.8): rejected")
+    assert "succeeded ft:" in rounds[1] and rounds[1].endswith("held-out agreement 1.000 on 2 (floor 0.8): promoted")
+    _, out = cli("status", "--json")
+    [first, second] = json.loads(out)["default"]["rounds"]
+    assert (first["status"], first["evaluation"]["verdict"], first["evaluation"]["n"]) == ("rejected", "rejected", 2)
+    assert (second["status"], second["evaluation"]["agreement"]) == ("succeeded", 1.0)

@@ -30,6 +30,7 @@ QUESTIONS = [
     "How do I report fraud?",
     "Can I freeze my card for a week?",
     "How long does a cheque take to clear?",
+    "Can I get paper statements by post?",  # 12: 10 to train on, 2 held out for the promotion gate
 ]
 
 
@@ -73,7 +74,7 @@ def test_a_job_cancelled_from_outside_flips_nothing_and_the_next_round_retries(
     simulator.hang_jobs = False
     [retry] = distiller.train_now(wait=True, timeout=30)
     assert retry.status == "succeeded" and retry.job_id != started.job_id
-    assert distiller.store.count(namespace="default", indexed=True) == len(QUESTIONS)
+    assert distiller.store.count(namespace="default", indexed=True) == len(QUESTIONS) - retry.held_out
 
 
 def test_after_a_hanging_job_times_out_the_next_round_retries(
@@ -90,4 +91,4 @@ def test_after_a_hanging_job_times_out_the_next_round_retries(
     simulator.hang_jobs = False
     [retry] = distiller.train_now(wait=True, timeout=30)
     assert retry.status == "succeeded" and retry.job_id != timed_out.job_id
-    assert distiller.store.count(namespace="default", indexed=True) == len(QUESTIONS)
+    assert distiller.store.count(namespace="default", indexed=True) == len(QUESTIONS) - retry.held_out

@@ -74,8 +74,10 @@ os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: a crash
 def test_a_killed_process_job_is_resumed_after_restart(sim: Simulator, tmp_path: Path) -> None:
     path = tmp_path / "store"
     store = EdgeStore(path, EMBEDDER)
-    trained = add_points(store, 10)
+    captured = add_points(store, 12)  # 10 to train on, 2 held out for the promotion gate
     store.close()
+    # The candidate answers the held-out points as the stored teacher did.
+    sim.student_answer = lambda body: body["messages"][-1]["content"].replace("question", "answer")
 
     child = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path), sim.base_url], capture_output=True, text=True, timeout=60
@@ -95,9 +97,11 @@ def test_a_killed_process_job_is_resumed_after_restart(sim: Simulator, tmp_path:
         [resumed] = distiller.train_now(wait=True, timeout=10)
 
         assert resumed.status == "succeeded" and resumed.job_id == job_id
+        assert resumed.evaluation is not None and resumed.evaluation["verdict"] == "promoted"
         assert list(sim.jobs) == [job_id] and len(sim.files) == 1
         store = distiller.store
-        assert store.count(indexed=True) == 10
+        assert store.count(indexed=True) == 10 and resumed.held_out == 2
+        trained = [p.id for p in store.retrieve(captured) if p.payload["indexed"]]
         assert all(p.payload["job_id"] == job_id for p in store.retrieve(trained))
         active = distiller.registry.get("ns")
         assert active is not None and active.model == resumed.model

@@ -62,14 +62,21 @@ def test_train_now_then_a_similar_request_is_answered_by_the_distilled_model(sim
 
         [round_] = distiller.train_now(wait=True, timeout=10)
 
-        assert round_.status == "succeeded" and round_.examples == len(QUESTIONS)
+        assert round_.status == "succeeded" and round_.examples + round_.held_out == len(QUESTIONS)
+        assert round_.held_out == 2 and round_.evaluation is not None
+        assert round_.evaluation["verdict"] == "promoted" and round_.evaluation["agreement"] == 1.0
         assert round_.model is not None and round_.model.startswith("ft:")
         # The file the job trained on is what was asked and answered.
         job = sim.jobs[round_.job_id]
         content = sim.file_content(job["training_file"]).decode()
-        assert "How do I reset my password?" in content and "You are a support agent." in content
+        trained = [p.payload["query"] for p in distiller.store.scroll(namespace="default", indexed=True)]
+        assert len(trained) == len(QUESTIONS) - 2
+        assert all(question in content for question in trained) and "You are a support agent." in content
+        held_out = set(QUESTIONS) - set(trained)
+        assert not any(question in content for question in held_out)  # never trained on
 
-        routed = ask(client, "How do I reset my password?")
+        # A question the model was trained on (not one of the two held out for the gate).
+        routed = ask(client, trained[0])
         info = distillkit.route_info(routed)
         assert info is not None and info.routed
         assert info.model == round_.model and routed.model == round_.model
@@ -83,7 +90,7 @@ def test_start_runs_training_in_the_background(sim: Simulator, tmp_path: Path) -
     distiller = make_distiller(sim, tmp_path, train_every=0.05)
     client = distillkit.wrap(sim.client(), distiller)
     try:
-        for question in QUESTIONS[:10]:
+        for question in QUESTIONS:  # 10 to train on, 2 held out for the promotion gate
             ask(client, question)
         assert distiller.flush(10)
 
@@ -96,7 +103,7 @@ def test_start_runs_training_in_the_background(sim: Simulator, tmp_path: Path) -
         active = distiller.registry.get("default")
         assert active is not None and active.model.startswith("ft:")
         assert len(sim.jobs) == 1
-        assert distiller.store.count(indexed=True) == 10
+        assert distiller.store.count(indexed=True) == len(QUESTIONS) - 2
     finally:
         distillkit.unwrap(client)
         distiller.close()

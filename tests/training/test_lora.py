@@ -305,7 +305,8 @@ def test_end_to_end_capture_train_register_with_vllm_and_route(
     sim.answer = lambda request: teacher_answer(request["messages"][-1]["content"])
     lora = provider(tmp_path, tiny_model, server=VLLMServer(sim.base_url))
     distiller = Distiller(
-        DistillConfig(path=str(tmp_path / "store"), min_examples=10, distilled_base_url=sim.base_url),
+        # Every capture trains here (the promotion gate's held-out split is tested in test_gate.py).
+        DistillConfig(path=str(tmp_path / "store"), min_examples=10, distilled_base_url=sim.base_url, holdout=0.0),
         fine_tuning_provider=lora,
     )
     client = distillkit.wrap(sim.client(), distiller)
