@@ -159,7 +159,8 @@ class DistillConfig:
     #: The error budget (:mod:`distillkit.budget`): the share of routed answers that may disagree
     #: with the teacher, at 0.95 confidence, once enough labels were measured; until then the
     #: configured rule and threshold decide. Per namespace: ``Distiller.budget.set_max_error``.
-    max_error: float = 0.05
+    #: None (``off``): no budget; no labels are kept and the configured rule always decides.
+    max_error: float | None = 0.05
     #: Share of would-be-routed requests also answered by the other side in the background (the
     #: teacher when the student answered, the student when the budget kept the teacher), to label.
     explore_rate: float = 0.02
@@ -242,7 +243,7 @@ class DistillConfig:
         for variable, value, low_open, high_open, example in (
             (ENV.HOLDOUT, self.holdout, False, True, "0.1, or 0 to turn the promotion gate off"),
             (ENV.PROMOTION_FLOOR, self.promotion_floor, False, False, "0.8"),
-            (ENV.MAX_ERROR, self.max_error, True, True, "0.05"),
+            (ENV.MAX_ERROR, 0.05 if self.max_error is None else self.max_error, True, True, "0.05, or off"),
             (ENV.EXPLORE_RATE, self.explore_rate, False, False, "0.02"),
         ):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -326,7 +327,9 @@ class DistillConfig:
             ("max_error", ENV.MAX_ERROR),
             ("explore_rate", ENV.EXPLORE_RATE),
         ):
-            if environ.get(variable):
+            if name == "max_error" and (environ.get(variable) or "").strip().lower() == "off":
+                values[name] = None
+            elif environ.get(variable):
                 values[name] = _number(environ[variable], variable, float, "a number between 0 and 1")
         if environ.get(ENV.HOLDOUT_MIN):
             values["holdout_min"] = _number(environ[ENV.HOLDOUT_MIN], ENV.HOLDOUT_MIN, int, "an integer >= 1")

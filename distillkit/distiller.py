@@ -123,10 +123,17 @@ class Distiller:
         self._stats_saved_at = time.monotonic()
         self._events = Events()
         self.registry = ModelRegistry(lambda: self.store)
-        #: Measured student outcomes and the acceptance fitted to ``config.max_error``.
-        self.budget = ErrorBudget(lambda: self.store, max_error=config.max_error)
+        #: Measured student outcomes and the acceptance fitted to ``config.max_error`` (None: off).
+        self.budget = (
+            ErrorBudget(lambda: self.store, max_error=config.max_error) if config.max_error is not None else None
+        )
         self.shadows = ShadowChecks(
-            lambda: self.store, self.registry, rate=shadow_rate, floor=shadow_floor, min_samples=shadow_min_samples
+            lambda: self.store,
+            self.registry,
+            rate=shadow_rate,
+            floor=shadow_floor,
+            min_samples=shadow_min_samples,
+            budget=self.budget,
         )
         self.router = Router(
             lambda: self.store,
@@ -138,6 +145,8 @@ class Distiller:
             neighbours=config.neighbours,
             agreement_margin=config.agreement_margin,
             veto_margin=config.veto_margin,
+            budget=self.budget,
+            explore_rate=config.explore_rate,
         )
         self._dataset_provider = dataset_provider
         self._fine_tuning_provider = fine_tuning_provider
@@ -280,7 +289,7 @@ class Distiller:
                 "shadow": shadows.get(ns, {}),
                 "demoted": demotions.get(ns),
                 "rounds": rounds.get(ns, [])[-self.STATUS_ROUNDS :],
-                "budget": _budget_summary(self.budget.acceptance(ns)),
+                "budget": _budget_summary(self.budget.acceptance(ns) if self.budget is not None else None),
                 **counters.as_dict(),
             }
         return report
@@ -314,7 +323,7 @@ class Distiller:
                         dataset_provider=dataset,
                         fine_tuning_provider=fine_tuning,
                         student=self._ask_candidate,
-                        on_labels=self.budget.add,
+                        on_labels=self.budget.add if self.budget is not None else None,
                     )
         return self._trainer
 

@@ -100,7 +100,11 @@ class Pipeline:
                 self._student_failed(request, exc)
             else:
                 return self._routed(request, result, create, asynchronous=False)
-        return self._deliver(request, create(**request.kwargs), student=False)
+        result = create(**request.kwargs)
+        delivered = self._deliver(request, result, student=False)
+        if request.explore == "student":
+            self._explore(call.client, request, result, asynchronous=False)
+        return delivered
 
     async def ahandle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
         """Answer one intercepted asynchronous call; embedding and search run off the event loop."""
@@ -117,7 +121,11 @@ class Pipeline:
                 self._student_failed(request, exc)
             else:
                 return self._routed(request, result, create, asynchronous=True)
-        return self._deliver(request, await create(**request.kwargs), student=False)
+        result = await create(**request.kwargs)
+        delivered = self._deliver(request, result, student=False)
+        if request.explore == "student":
+            self._explore(call.client, request, result, asynchronous=True)
+        return delivered
 
     # --- plain helpers, shared by both --------------------------------------------------------
 
@@ -135,9 +143,9 @@ class Pipeline:
             raw=raw,
         )
 
-    def _student_kwargs(self, request: Request) -> dict[str, Any]:
+    def _student_kwargs(self, request: Request, model: str | None = None) -> dict[str, Any]:
         assert request.info is not None and request.info.model is not None
-        kwargs = {**request.kwargs, "model": request.info.model}
+        kwargs = {**request.kwargs, "model": model or request.info.model}
         headers = kwargs.get("extra_headers")
         if isinstance(headers, dict) and not isinstance(self.llm_provider, SameClientProvider):
             # The caller's credentials are for its own API: another server (and its own key) serves
@@ -164,12 +172,38 @@ class Pipeline:
     def _routed(self, request: Request, result: Any, create: Callable[..., Any], *, asynchronous: bool) -> Any:
         """Deliver the student's answer; maybe ask the teacher too, in the background, to compare."""
         delivered = self._deliver(request, result, student=True)
-        if request.raw is None and not request.stream and self.shadows.sample():
-            self._shadow(request, result, create, asynchronous)
+        if request.raw is None and not request.stream:
+            if self.shadows.sample():
+                self._shadow(request, result, create, asynchronous, "shadow")
+            elif request.explore == "teacher":
+                self._shadow(request, result, create, asynchronous, "explore")
         return delivered
 
-    def _shadow(self, request: Request, result: Any, create: Callable[..., Any], asynchronous: bool) -> None:
+    def _explore(self, client: Any, request: Request, result: Any, *, asynchronous: bool) -> None:
+        """The teacher answered a would-be-routed request: ask the student too, in the background."""
+        if request.raw is not None or request.stream or request.signals is None or request.student_model is None:
+            return
+        teacher, _ = response_message(result)
+        kwargs = self._student_kwargs(request, request.student_model)
+        provider, signals = self.llm_provider, request.signals
+        if asynchronous:
+
+            async def astudent() -> dict[str, Any] | None:
+                return response_message(await provider.acreate(client, kwargs))[0]
+
+            self.shadows.astart_student(request.namespace, kwargs, teacher, astudent, signals)
+            return
+
+        def student() -> dict[str, Any] | None:
+            return response_message(provider.create(client, kwargs))[0]
+
+        self.shadows.start_student(request.namespace, kwargs, teacher, student, signals)
+
+    def _shadow(
+        self, request: Request, result: Any, create: Callable[..., Any], asynchronous: bool, source: str
+    ) -> None:
         assert request.info is not None and request.info.model is not None
+        signals = request.signals
         student, _ = response_message(result)
         kwargs = dict(request.kwargs)
         namespace, model = request.namespace, request.info.model
@@ -179,14 +213,14 @@ class Pipeline:
                 with internal_call():
                     return response_message(await create(**kwargs))[0]
 
-            self.shadows.astart(namespace, model, kwargs, student, ateacher)
+            self.shadows.astart(namespace, model, kwargs, student, ateacher, signals=signals, source=source)
             return
 
         def teacher() -> dict[str, Any] | None:
             with internal_call():
                 return response_message(create(**kwargs))[0]
 
-        self.shadows.start(namespace, model, kwargs, student, teacher)
+        self.shadows.start(namespace, model, kwargs, student, teacher, signals=signals, source=source)
 
     def _deliver(self, request: Request, result: Any, *, student: bool) -> Any:
         """Count, attach route info, proxy streams, queue captures; return what the caller gets."""

@@ -47,6 +47,7 @@ def test_every_variable_is_read() -> None:
     )
     assert (config.holdout, config.holdout_min, config.promotion_floor) == (0.2, 3, 0.9)
     assert (config.max_error, config.explore_rate) == (0.02, 0.0)
+    assert DistillConfig.from_env({ENV.MAX_ERROR: "off"}).max_error is None
     assert (config.path, config.threshold, config.namespace) == ("/tmp/x", 0.93, "support")
     assert (config.min_examples, config.train_every, config.job_timeout) == (25, 900.0, 7200.0)
     assert (config.training_mode, config.route, config.capture) == ("full", False, True)
@@ -72,6 +73,7 @@ def test_every_variable_is_read() -> None:
         (ENV.PROMOTION_FLOOR, "1.2", "between 0 and 1"),
         (ENV.MAX_ERROR, "0", "between 0 and 1"),
         (ENV.MAX_ERROR, "none", "number"),
+        (ENV.MAX_ERROR, "1", "0.05, or off"),
         (ENV.EXPLORE_RATE, "-0.1", "between 0 and 1"),
     ],
 )

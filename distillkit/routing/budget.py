@@ -23,8 +23,11 @@ From its labels each namespace gets an :class:`Acceptance` (:func:`fit`):
   sequence starts depends only on how many labels there are, never on their outcomes.
 * **locally, per answer class** (the teacher answer of the nearest trained neighbour, hashed): a
   class with enough labels of its own gets its own threshold by the same procedure; a class with
-  fewer, whose most recent label is a disagreement, is *blocked* (not routed) until a later label
-  shows the student right there (exploration asks more often in such regions).
+  fewer, whose most recent label is a disagreement, is *blocked* (not routed, even before the
+  namespace has a fit) until a later label shows the student right there (exploration asks more
+  often in such regions). The namespace threshold is fitted on the labels of the classes it
+  decides, less each kept class's latest label (the one that decided it is not blocked), so the
+  choice of classes does not bias the bound; a class seen once keeps its label.
 
 With fewer labels than a perfect record needs, the fit says so (status ``"fallback"``) and the
 router keeps its configured rule and threshold: a namespace starts as conservative as before.
@@ -55,6 +58,7 @@ __all__ = [
     "Acceptance",
     "ErrorBudget",
     "Label",
+    "Signals",
     "answer_class",
     "fit",
     "min_labels",
@@ -155,6 +159,21 @@ class Label:
 
 
 @dataclass(frozen=True)
+class Signals:
+    """What the router saw when it decided: the makings of a :class:`Label` once the outcome is known.
+
+    Attributes:
+        similarity: cosine similarity of the nearest trained neighbour.
+        answer_class: :func:`answer_class` of its teacher answer.
+        repeating: its answer repeats among the nearest neighbours (compare exactly).
+    """
+
+    similarity: float
+    answer_class: str | None = None
+    repeating: bool = False
+
+
+@dataclass(frozen=True)
 class Acceptance:
     """A namespace's fitted acceptance; see the module docstring and :meth:`decide`.
 
@@ -186,8 +205,6 @@ class Acceptance:
 
     def decide(self, similarity: float, klass: str | None) -> tuple[bool | None, str]:
         """``(route?, why)``; ``None`` means "not fitted: use the configured rule"."""
-        if self.status == "fallback":
-            return None, self.reason
         if klass is not None and klass in self.classes:
             local = self.classes[klass]
             if local is None:
@@ -195,6 +212,8 @@ class Acceptance:
             return (True, "within the error budget") if similarity >= local else (False, "below fitted threshold")
         if klass is not None and klass in self.blocked:
             return False, "answer class last answered wrong"
+        if self.status == "fallback":
+            return None, self.reason
         if self.status == "closed" or self.threshold is None:
             return False, "over the error budget"
         return (True, "within the error budget") if similarity >= self.threshold else (False, "below fitted threshold")
@@ -268,22 +287,35 @@ def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFID
     _check_rate("max_error", max_error)
     _check_rate("confidence", confidence)
     needed = min_labels(max_error, 1.0 - (1.0 - confidence) / 2)
-    threshold, accepted, errors, bound, tested = _threshold(labels, max_error, confidence)
     by_class: dict[str, list[Label]] = {}
     for label in labels:
         if label.answer_class is not None:
             by_class.setdefault(label.answer_class, []).append(label)
     classes: dict[str, float | None] = {}
     blocked: list[str] = []
+    # The namespace threshold is fitted on the labels of what it decides: not the classes with
+    # their own threshold, nor the blocked ones. A class's latest label decides whether it is
+    # blocked, so that label is left out for the classes kept: their other labels are then an
+    # unbiased sample of how the student does there. A class seen once keeps its one label
+    # either way (answers that never repeat, like free text, are all such classes).
+    pool = [label for label in labels if label.answer_class is None]
     for klass, own in sorted(by_class.items()):
         if len(own) >= needed:
             local, _, _, _, _ = _threshold(own, max_error, confidence)
             classes[klass] = local
-        elif not own[-1].agreed:
+            continue
+        if not own[-1].agreed:
             blocked.append(klass)
+        if len(own) == 1:
+            pool.extend(own)
+        elif own[-1].agreed:
+            pool.extend(own[:-1])
+    threshold, accepted, errors, bound, tested = _threshold(pool, max_error, confidence)
     if not tested:
         status: Status = "fallback"
-        reason = f"{len(labels)} labels; {needed} needed to fit a {max_error:g} budget"
+        reason = f"{len(pool)} labels; {needed} needed to fit a {max_error:g} budget"
+        if classes:
+            reason = f"{len(classes)} answer classes fitted on their own; others: {reason}"
     elif threshold is None:
         status, reason = "closed", f"no threshold keeps the labels within the {max_error:g} budget"
     else:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from distillkit.options import KeyFunction
+    from distillkit.routing.budget import Signals
 
 __all__ = [
     "Request",
@@ -149,6 +150,12 @@ class Request:
     raw: str | None = None  # None, "true" (with_raw_response) or "stream"/"raw" (streamed response)
     vector: np.ndarray | None = None
     info: RouteInfo | None = None
+    #: What the router saw (for a label once the outcome is known), when it looked.
+    signals: Signals | None = None
+    #: Exploration: ``"teacher"`` (routed; also ask the teacher, in the background) or
+    #: ``"student"`` (the teacher answers; also ask the student ``student_model``), or None.
+    explore: str | None = None
+    student_model: str | None = None
 
     @property
     def stream(self) -> bool:
@@ -186,7 +193,10 @@ class RouteInfo:
         neighbour_id: that neighbour's point id.
         reason: why: ``"similar request trained"``, ``"below threshold"``, ``"no distilled model"``,
             ``"routing off"``, ``"not routable: <why>"``, ``"distilled model failed: <error>"``,
-            ``"neighbours agree"`` (the agreement rule), ...
+            ``"neighbours agree"`` (the agreement rule); once the error budget is fitted
+            (:mod:`distillkit.routing.budget`): ``"within the error budget"``, ``"below fitted
+            threshold"``, ``"over the error budget"``, ``"answer class last answered wrong"``,
+            ``"answer class over the error budget"``.
         fingerprint: the task's fingerprint, when it was computed.
         agreeing: with the agreement rule, how many of the nearest trained neighbours share the
             nearest one's teacher answer (None with the top1 rule).

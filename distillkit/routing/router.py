@@ -11,17 +11,29 @@ answered a similar request *differently* since the last training round: the near
 holds another answer, where the trained neighbours' answers repeat (so answers can be compared
 at all). That is traffic the distilled model has not learnt yet. Everything else goes to the
 teacher. Nothing here raises into the caller: a failing store or embedder means "teacher".
+
+The error budget (:mod:`distillkit.routing.budget`) replaces the threshold once the namespace
+has enough labels: the request is routed when its nearest trained neighbour's similarity and
+answer class are within the fitted acceptance (an explicit per-call or scope threshold still
+applies on top; the veto too). Until then the rule above decides. Exploration, in namespaces
+with labels: a share (``explore_rate``, five times more while the budget is not fitted or where
+the answer class is blocked) of the requests that have a trained neighbour is marked for a
+background comparison: routed ones are also asked of the teacher (which costs a teacher call),
+refused ones also of the student (the teacher's answer is there already): that is how labels
+reach the similarities the router does not route yet.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distillkit.config import ENV, ROUTING_RULES
 from distillkit.errors import ConfigError
+from distillkit.routing.budget import Acceptance, ErrorBudget, Signals, answer_class
 from distillkit.routing.request import Request, RouteInfo
 from distillkit.state import ActiveModel, ModelRegistry
 
@@ -68,6 +80,8 @@ class Router:
         neighbours: int = 5,
         agreement_margin: float = 0.02,
         veto_margin: float | None = 0.05,
+        budget: ErrorBudget | None = None,
+        explore_rate: float = 0.0,
     ) -> None:
         if rule not in ROUTING_RULES:
             raise ConfigError(
@@ -85,6 +99,11 @@ class Router:
         #: With the agreement rule: an untrained neighbour at most this much less similar than the
         #: trained one, with another teacher answer, sends the request to the teacher (None: off).
         self.veto_margin = veto_margin
+        #: The error budget's fitted acceptance per namespace (None: the rule above always decides).
+        self.budget = budget
+        #: Share of would-be-routed requests compared in the background (see the module docstring).
+        self.explore_rate = explore_rate
+        self._random = random.Random()
         self._store = store
         self._embedder = embedder
         self.registry = registry
@@ -137,11 +156,25 @@ class Router:
         threshold = self.threshold(request.threshold, active)
         agreeing = self._agreeing(hits) if agreement else None
         if best.score >= threshold:
-            reason = "similar request trained"
+            rule_reason: str | None = "similar request trained"
         elif agreeing is not None and agreeing >= self.neighbours and best.score >= threshold - self.agreement_margin:
-            reason = "neighbours agree"
+            rule_reason = "neighbours agree"
         else:
-            return RouteInfo(False, ns, teacher, "below threshold", best.score, best.id, fingerprint, agreeing)
+            rule_reason = None
+        klass = answer_class(answer_key(best.payload))
+        request.signals = Signals(float(best.score), klass, repeating=agreeing is not None and agreeing >= 2)
+        request.student_model = active.model
+        acceptance = self._acceptance(ns)
+        verdict, budget_reason = acceptance.decide(best.score, klass) if acceptance is not None else (None, "")
+        if verdict is None:  # too few labels yet: the configured rule decides
+            routed, reason = rule_reason is not None, rule_reason or "below threshold"
+        elif verdict and request.threshold is not None and best.score < request.threshold:
+            routed, reason = False, "below threshold"  # an explicit threshold still applies
+        else:
+            routed, reason = verdict, budget_reason
+        if not routed:
+            self._explore(request, acceptance, klass, "student")
+            return RouteInfo(False, ns, teacher, reason, best.score, best.id, fingerprint, agreeing)
         try:
             veto = self._veto(request, vector, best, agreeing)
         except Exception as exc:
@@ -151,9 +184,35 @@ class Router:
             return RouteInfo(
                 False, ns, teacher, "untrained neighbour disagrees", best.score, best.id, fingerprint, agreeing, veto
             )
+        self._explore(request, acceptance, klass, "teacher")
         # The namespace's active model answers: every indexed point was part of its training
         # (incremental rounds continue from the previous model, full rounds use all data).
         return RouteInfo(True, ns, active.model, reason, best.score, best.id, fingerprint, agreeing)
+
+    def _acceptance(self, namespace: str) -> Acceptance | None:
+        if self.budget is None:
+            return None
+        try:
+            return self.budget.acceptance(namespace)
+        except Exception as exc:  # no fit readable: the configured rule decides
+            self._on_error(namespace, exc)
+            return None
+
+    def _explore(self, request: Request, acceptance: Acceptance | None, klass: str | None, side: str) -> None:
+        """Mark the request for a background comparison, at ``explore_rate`` (more where labels are few).
+
+        Only in namespaces with labels already (from the promotion gate or shadow checks): one whose
+        model was activated without any measurement is left to the configured rule.
+        """
+        if self.explore_rate <= 0 or acceptance is None:
+            return
+        few = acceptance is None or acceptance.status != "fitted" or (klass is not None and klass in acceptance.blocked)
+        rate = min(1.0, self.explore_rate * (self.EXPLORE_BOOST if few else 1.0))
+        if self._random.random() < rate:
+            request.explore = side
+
+    #: How much more often requests are explored where the budget has few labels.
+    EXPLORE_BOOST = 5.0
 
     def _veto(self, request: Request, vector: np.ndarray, best: Any, agreeing: int | None) -> str | None:
         """The id of an untrained point that contradicts the trained neighbour ``best``, if any.

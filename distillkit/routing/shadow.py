@@ -7,6 +7,12 @@ and model in the store's ``shadow`` records. Once a model's mean agreement over 
 ``shadow_min_samples`` checks falls under ``shadow_floor``, it is demoted: the namespace's
 registry entry is removed (so the teacher answers again until a new model is trained) and a
 ``demotion`` record says why.
+
+Every check also becomes a label for the error budget (:mod:`distillkit.routing.budget`) when the
+routing signals of the request are given: the similarity of its nearest trained neighbour and
+that neighbour's answer class, with whether the student agreed (:func:`agrees`). Exploration uses
+the same machinery: a would-be-routed request the teacher answered is also sent to the student
+in the background (:meth:`ShadowChecks.start_student`), which labels regions the budget refuses.
 """
 
 from __future__ import annotations
@@ -18,19 +24,26 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
+from distillkit.routing.budget import Label
 from distillkit.state import DEMOTION_KIND, SHADOW_KIND
 
 if TYPE_CHECKING:
+    from distillkit.routing.budget import ErrorBudget, Signals
     from distillkit.state import ModelRegistry
     from distillkit.store.base import Store
 
-__all__ = ["ShadowChecks", "agreement"]
+__all__ = ["SHORT_ANSWER_WORDS", "TEXT_SIMILARITY", "ShadowChecks", "agreement", "agrees"]
 
 logger = logging.getLogger("distillkit")
+
+#: Free-text answers agree when their SequenceMatcher ratio is at least this.
+TEXT_SIMILARITY = 0.8
+#: Answers of at most this many words are compared exactly (after whitespace is collapsed).
+SHORT_ANSWER_WORDS = 10
 
 
 def _calls(message: Mapping[str, Any]) -> list[tuple[Any, Any]]:
@@ -70,6 +83,49 @@ def agreement(kwargs: Mapping[str, Any], student: Mapping[str, Any] | None, teac
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
+def _structured(kwargs: Mapping[str, Any], student: Mapping[str, Any], teacher: Mapping[str, Any]) -> bool:
+    if student.get("tool_calls") or teacher.get("tool_calls"):
+        return True
+    response_format = kwargs.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    return kind in ("json_object", "json_schema")
+
+
+def agrees(
+    kwargs: Mapping[str, Any],
+    student: Mapping[str, Any] | None,
+    teacher: Mapping[str, Any] | None,
+    *,
+    repeating: bool = False,
+    text_similarity: float = TEXT_SIMILARITY,
+) -> bool:
+    """Whether the student's answer counts as the teacher's: one rule for the promotion gate, shadow
+    checks and exploration.
+
+    * tool calls and JSON output (``response_format`` ``json_object`` / ``json_schema``):
+      structurally, names and parsed arguments or parsed values equal;
+    * answers that repeat (a label, a canned reply; ``repeating``) or are short
+      (``SHORT_ANSWER_WORDS`` words or fewer): equal after whitespace is collapsed;
+    * other free text: :class:`difflib.SequenceMatcher` ratio (twice the matched characters over
+      both lengths, whitespace collapsed) at least ``text_similarity``.
+
+    Args:
+        kwargs: the request (its ``response_format`` says whether the content is JSON).
+        student: the student's assistant message.
+        teacher: the teacher's assistant message.
+        repeating: the teacher's answer is one the namespace sees again and again (compare exactly).
+        text_similarity: the SequenceMatcher ratio free text must reach.
+    """
+    student, teacher = student or {}, teacher or {}
+    score = agreement(kwargs, student, teacher)  # 0/1 for tool calls and JSON, a ratio for text
+    if _structured(kwargs, student, teacher):
+        return score == 1.0
+    text = " ".join(str(teacher.get("content") or "").split())
+    if repeating or len(text.split()) <= SHORT_ANSWER_WORDS:
+        return score == 1.0
+    return score >= text_similarity
+
+
 def _check(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ConfigError(f"{name}={value!r} is not in [{low}, {high}].", variable=name, fix=f"Use {low} to {high}.")
@@ -87,6 +143,7 @@ class ShadowChecks:
         floor: float,
         min_samples: int,
         max_in_flight: int = 4,
+        budget: ErrorBudget | None = None,
     ) -> None:
         _check("shadow_rate", rate, 0.0, 1.0)
         _check("shadow_floor", floor, 0.0, 1.0)
@@ -99,6 +156,8 @@ class ShadowChecks:
         self.rate, self.floor, self.min_samples = rate, floor, min_samples
         self._store = store
         self._registry = registry
+        #: Where labels go (None: checks are only recorded for demotion).
+        self.budget = budget
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._pending = {"thread": 0, "task": 0}  # checks in flight, in threads and in asyncio tasks
         self._idle = threading.Condition()
@@ -130,14 +189,22 @@ class ShadowChecks:
         kwargs: dict[str, Any],
         student: dict[str, Any] | None,
         teacher_call: Callable[[], dict[str, Any] | None],
+        *,
+        signals: Signals | None = None,
+        source: str = "shadow",
     ) -> bool:
-        """Ask the teacher in a daemon thread and record the agreement; False when skipped."""
+        """Ask the teacher in a daemon thread and record the agreement; False when skipped.
+
+        With ``signals`` (what the router saw), the outcome is also a label of ``source``.
+        """
         if not self._begin("thread"):
             return False
 
         def run() -> None:
             try:
-                self.record(namespace, model, agreement(kwargs, student, teacher_call()))
+                teacher = teacher_call()
+                self.record(namespace, model, agreement(kwargs, student, teacher))
+                self._label(namespace, kwargs, student, teacher, signals, source)
             except Exception as exc:
                 logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
             finally:
@@ -153,6 +220,9 @@ class ShadowChecks:
         kwargs: dict[str, Any],
         student: dict[str, Any] | None,
         teacher_call: Callable[[], Awaitable[dict[str, Any] | None]],
+        *,
+        signals: Signals | None = None,
+        source: str = "shadow",
     ) -> bool:
         """:meth:`start` for async clients: the check is a task on the caller's running loop."""
         if not self._begin("task"):
@@ -160,17 +230,87 @@ class ShadowChecks:
 
         async def run() -> None:
             try:
-                score = agreement(kwargs, student, await teacher_call())
+                teacher = await teacher_call()
+                score = agreement(kwargs, student, teacher)
                 await asyncio.to_thread(self.record, namespace, model, score)  # store I/O off the loop
+                await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, source)
             except Exception as exc:
                 logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
             finally:
                 self._end("task")
 
-        task = asyncio.get_running_loop().create_task(run())
+        self._spawn(run())
+        return True
+
+    def start_student(
+        self,
+        namespace: str,
+        kwargs: dict[str, Any],
+        teacher: dict[str, Any] | None,
+        student_call: Callable[[], dict[str, Any] | None],
+        signals: Signals,
+    ) -> bool:
+        """Exploration where the teacher answered: ask the student in a daemon thread, keep a label.
+
+        Not recorded for demotion: these are requests the router did not send to the student.
+        """
+        if self.budget is None or not self._begin("thread"):
+            return False
+
+        def run() -> None:
+            try:
+                self._label(namespace, kwargs, student_call(), teacher, signals, "explore")
+            except Exception as exc:
+                logger.warning("distillkit: an exploration check failed: %s", type(exc).__name__)
+            finally:
+                self._end("thread")
+
+        threading.Thread(target=run, name="distillkit-explore", daemon=True).start()
+        return True
+
+    def astart_student(
+        self,
+        namespace: str,
+        kwargs: dict[str, Any],
+        teacher: dict[str, Any] | None,
+        student_call: Callable[[], Awaitable[dict[str, Any] | None]],
+        signals: Signals,
+    ) -> bool:
+        """:meth:`start_student` for async clients (a task on the caller's running loop)."""
+        if self.budget is None or not self._begin("task"):
+            return False
+
+        async def run() -> None:
+            try:
+                student = await student_call()
+                await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, "explore")
+            except Exception as exc:
+                logger.warning("distillkit: an exploration check failed: %s", type(exc).__name__)
+            finally:
+                self._end("task")
+
+        self._spawn(run())
+        return True
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)  # the loop keeps only a weak reference to its tasks
         task.add_done_callback(self._tasks.discard)
-        return True
+
+    def _label(
+        self,
+        namespace: str,
+        kwargs: Mapping[str, Any],
+        student: Mapping[str, Any] | None,
+        teacher: Mapping[str, Any] | None,
+        signals: Signals | None,
+        source: str,
+    ) -> None:
+        if self.budget is None or signals is None or teacher is None:
+            return
+        agreed = agrees(kwargs, student, teacher, repeating=signals.repeating)
+        label = Label(signals.similarity, agreed, signals.answer_class, "explore" if source == "explore" else "shadow")
+        self.budget.add(namespace, [label])
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until no check is in flight. False if ``timeout`` ran out first.

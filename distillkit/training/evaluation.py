@@ -7,7 +7,8 @@ ones (:func:`agrees`). The candidate becomes the namespace's active model only w
 agreeing answers reaches the floor (:func:`evaluate`); otherwise nothing is flipped, the active
 model stays, and the held-out points train in the next round like every other pending point.
 
-How answers are compared (one function for the gate, shadow checks and exploration):
+How answers are compared (:func:`distillkit.routing.shadow.agrees`, one function for the gate,
+shadow checks and exploration):
 
 * tool calls and JSON output (``response_format`` ``json_object`` / ``json_schema``):
   structurally, names and parsed arguments or parsed values equal;
@@ -38,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from distillkit.routing.router import answer_key
-from distillkit.routing.shadow import agreement
+from distillkit.routing.shadow import SHORT_ANSWER_WORDS, TEXT_SIMILARITY, agrees
 
 __all__ = [
     "GROUP_SIMILARITY",
@@ -58,10 +59,6 @@ logger = logging.getLogger("distillkit")
 
 #: Cosine similarity at or above which two pending points count as near-duplicates (one group).
 GROUP_SIMILARITY = 0.95
-#: Free-text answers agree when their SequenceMatcher ratio is at least this.
-TEXT_SIMILARITY = 0.8
-#: Answers of at most this many words are compared exactly (after whitespace is collapsed).
-SHORT_ANSWER_WORDS = 10
 
 Verdict = Literal["promoted", "rejected"]
 
@@ -70,41 +67,6 @@ Verdict = Literal["promoted", "rejected"]
 StudentFn = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
 #: Judge mode: (request keywords, student message, teacher message) → do they say the same?
 JudgeFn = Callable[[dict[str, Any], "Mapping[str, Any] | None", "Mapping[str, Any] | None"], bool]
-
-
-def _structured(kwargs: Mapping[str, Any], student: Mapping[str, Any], teacher: Mapping[str, Any]) -> bool:
-    if student.get("tool_calls") or teacher.get("tool_calls"):
-        return True
-    response_format = kwargs.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
-    return kind in ("json_object", "json_schema")
-
-
-def agrees(
-    kwargs: Mapping[str, Any],
-    student: Mapping[str, Any] | None,
-    teacher: Mapping[str, Any] | None,
-    *,
-    repeating: bool = False,
-    text_similarity: float = TEXT_SIMILARITY,
-) -> bool:
-    """Whether the student's answer counts as the teacher's (see the module docstring).
-
-    Args:
-        kwargs: the request (its ``response_format`` says whether the content is JSON).
-        student: the student's assistant message.
-        teacher: the teacher's assistant message.
-        repeating: the teacher's answer is one the namespace sees again and again (compare exactly).
-        text_similarity: the SequenceMatcher ratio free text must reach.
-    """
-    student, teacher = student or {}, teacher or {}
-    score = agreement(kwargs, student, teacher)  # 0/1 for tool calls and JSON, a ratio for text
-    if _structured(kwargs, student, teacher):
-        return score == 1.0
-    text = " ".join(str(teacher.get("content") or "").split())
-    if repeating or len(text.split()) <= SHORT_ANSWER_WORDS:
-        return score == 1.0
-    return score >= text_similarity
 
 
 # --- the split ----------------------------------------------------------------------------------

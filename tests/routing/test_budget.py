@@ -78,13 +78,25 @@ def test_too_few_labels_fall_back_and_all_wrong_closes() -> None:
 
 
 def test_an_answer_class_answered_wrong_is_blocked_until_shown_right() -> None:
-    base = [Label(0.8 + i / 1000, True, "good") for i in range(200)]
+    base = [Label(0.8 + i / 1000, True, f"c{i}") for i in range(200)]  # answers seen once each
     accepted = fit([*base, Label(0.97, False, "bad")], max_error=0.1)
-    assert accepted.status == "fitted" and accepted.blocked == ["bad"]
+    assert accepted.status == "fitted" and accepted.blocked == ["bad"] and accepted.errors == 1
     assert accepted.decide(0.99, "bad") == (False, "answer class last answered wrong")
-    assert accepted.decide(0.99, "good")[0] is True and accepted.decide(0.99, "new")[0] is True
+    assert accepted.decide(0.99, "c1")[0] is True and accepted.decide(0.99, "new")[0] is True
     shown = fit([*base, Label(0.97, False, "bad"), Label(0.96, True, "bad")], max_error=0.1)
     assert shown.blocked == [] and shown.decide(0.99, "bad")[0] is True
+    # Blocking applies before the namespace has enough labels for a fit of its own.
+    early = fit([Label(0.97, False, "bad"), Label(0.9, True, "good")], max_error=0.05)
+    assert early.status == "fallback" and early.decide(0.99, "bad")[0] is False
+    assert early.decide(0.99, "good")[0] is None
+
+
+def test_the_latest_label_that_kept_a_class_open_is_left_out_of_the_fit() -> None:
+    # Every class: one disagreement, then an agreement (so none is blocked). Counting the last
+    # labels would halve the error rate the fit sees.
+    labels = [Label(0.9, agreed, f"c{i}") for i in range(100) for agreed in (False, True)]
+    accepted = fit(labels, max_error=0.3)
+    assert accepted.blocked == [] and accepted.status == "closed"  # 100 of 100 counted labels disagree
 
 
 def test_a_class_with_enough_labels_gets_its_own_threshold() -> None:
@@ -113,9 +125,9 @@ def store(tmp_path: Path) -> Iterator[EdgeStore]:
 def test_labels_and_the_fit_live_in_the_store(store: EdgeStore) -> None:
     budget = ErrorBudget(lambda: store, max_error=0.05, max_labels=100)
     assert budget.acceptance("ns") is None
-    fitted = budget.add("ns", [Label(0.9 + i / 1000, True, "a") for i in range(80)])
+    fitted = budget.add("ns", [Label(0.9 + i / 1000, True) for i in range(80)])
     assert fitted is not None and fitted.status == "fitted"
-    budget.add("ns", [Label(0.5, True, "a")] * 50)
+    budget.add("ns", [Label(0.5, True)] * 50)
     assert len(budget.labels("ns")) == 100  # bounded: the oldest went first
     again = ErrorBudget(lambda: store, max_error=0.05)  # another process reads the same records
     seen = again.acceptance("ns")
