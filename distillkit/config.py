@@ -21,6 +21,7 @@ __all__ = [
     "EMBEDDERS",
     "ENV",
     "FINE_TUNING_PROVIDERS",
+    "JUDGES",
     "ROUTING_RULES",
     "DistillConfig",
     "parse_duration",
@@ -38,6 +39,10 @@ TrainingMode = Literal["incremental", "full"]
 #: Routing rules accepted by ``DISTILLKIT_ROUTING_RULE`` (see :mod:`distillkit.routing.router`).
 ROUTING_RULES = ("top1", "agreement")
 RoutingRule = Literal["top1", "agreement"]
+
+#: Promotion-gate judges accepted by ``DISTILLKIT_JUDGE`` (see :mod:`distillkit.training.evaluation`).
+JUDGES = ("off", "teacher")
+Judge = Literal["off", "teacher"]
 
 #: Fine-tuning providers accepted by ``DISTILLKIT_FINE_TUNING`` (see :mod:`distillkit.training`).
 FINE_TUNING_PROVIDERS = ("openai", "lora")
@@ -70,6 +75,7 @@ class ENV:
     PROMOTION_FLOOR = "DISTILLKIT_PROMOTION_FLOOR"
     MAX_ERROR = "DISTILLKIT_MAX_ERROR"
     EXPLORE_RATE = "DISTILLKIT_EXPLORE_RATE"
+    JUDGE = "DISTILLKIT_JUDGE"
     LORA_DIR = "DISTILLKIT_LORA_DIR"
     QDRANT_URL = "QDRANT_URL"
     QDRANT_API_KEY = "QDRANT_API_KEY"
@@ -156,6 +162,9 @@ class DistillConfig:
     holdout: float = 0.1
     holdout_min: int = 2
     promotion_floor: float = 0.8
+    #: ``off``: free-text held-out answers agree by similarity. ``teacher``: the teacher model is
+    #: asked whether the candidate's answer says the same as its own (one call per such point).
+    judge: Judge = "off"
     #: The error budget (:mod:`distillkit.budget`): the share of routed answers that may disagree
     #: with the teacher, at 0.95 confidence, once enough labels were measured; until then the
     #: configured rule and threshold decide. Per namespace: ``Distiller.budget.set_max_error``.
@@ -255,6 +264,12 @@ class DistillConfig:
                     variable=variable,
                     fix=f"Use a share between 0 and 1, for example {example}.",
                 )
+        if self.judge not in JUDGES:
+            raise ConfigError(
+                f"{ENV.JUDGE}={self.judge!r} is not a judge.",
+                variable=ENV.JUDGE,
+                fix=f"Use one of {', '.join(JUDGES)}.",
+            )
         if not isinstance(self.holdout_min, int) or isinstance(self.holdout_min, bool) or self.holdout_min < 1:
             raise ConfigError(
                 f"{ENV.HOLDOUT_MIN}={self.holdout_min!r} is not a positive integer.",
@@ -300,6 +315,7 @@ class DistillConfig:
             "routing_rule": ENV.ROUTING_RULE,
             "fine_tuning": ENV.FINE_TUNING,
             "lora_dir": ENV.LORA_DIR,
+            "judge": ENV.JUDGE,
             "distilled_base_url": ENV.DISTILLED_BASE_URL,
             "distilled_api_key": ENV.DISTILLED_API_KEY,
             "qdrant_url": ENV.QDRANT_URL,

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distillkit.capture.sink import Captured, CaptureSink
@@ -323,6 +323,7 @@ class Distiller:
                         dataset_provider=dataset,
                         fine_tuning_provider=fine_tuning,
                         student=self._ask_candidate,
+                        judge=self._teacher_judge if self.config.judge == "teacher" else None,
                         on_labels=self.budget.add if self.budget is not None else None,
                     )
         return self._trainer
@@ -334,6 +335,32 @@ class Distiller:
         client (or, when none was seen in this process, e.g. in a ``distillkit train`` worker, the
         fine-tuning client, which serves OpenAI fine-tunes; or a synchronous copy of an async one).
         """
+        return response_message(self.llm_provider.create(self._caller_client(), kwargs))[0]
+
+    def _teacher_judge(
+        self, kwargs: dict[str, Any], student: Mapping[str, Any] | None, teacher: Mapping[str, Any] | None
+    ) -> bool:
+        """Judge mode: the teacher model says whether the candidate's answer says the same as its own."""
+        from distillkit._context import internal_call
+        from distillkit.training.evaluation import JUDGE_PROMPT
+
+        messages = kwargs.get("messages") or []
+        question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
+        content = (
+            f"Request:\n{question}\n\nReference answer:\n{(teacher or {}).get('content')}\n\n"
+            f"Candidate answer:\n{(student or {}).get('content')}"
+        )
+        with internal_call():
+            reply = self._caller_client().chat.completions.create(
+                model=kwargs["model"],
+                messages=[{"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": content}],
+                temperature=0,
+            )
+        verdict = (reply.choices[0].message.content or "").strip().lower()
+        return verdict.startswith("yes")
+
+    def _caller_client(self) -> Any:
+        """A synchronous client for distillkit's own calls where the caller's own one is best."""
         client = self.pipeline.last_client()
         if client is None:
             provider = self._fine_tuning_provider or (self._trainer.fine_tuning_provider if self._trainer else None)
@@ -347,7 +374,7 @@ class Distiller:
                 organization=aclient.organization,
                 project=aclient.project,
             )
-        return response_message(self.llm_provider.create(client, kwargs))[0]
+        return client
 
     def _configured_fine_tuning(self) -> FineTuningProvider:
         """The provider ``config.fine_tuning`` names."""

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from distillkit.state import ModelRegistry
     from distillkit.store.base import Store
 
-__all__ = ["SHORT_ANSWER_WORDS", "TEXT_SIMILARITY", "ShadowChecks", "agreement", "agrees"]
+__all__ = ["SHORT_ANSWER_WORDS", "TEXT_SIMILARITY", "ShadowChecks", "agreement", "agrees", "free_text"]
 
 logger = logging.getLogger("distillkit")
 
@@ -118,12 +118,24 @@ def agrees(
     """
     student, teacher = student or {}, teacher or {}
     score = agreement(kwargs, student, teacher)  # 0/1 for tool calls and JSON, a ratio for text
-    if _structured(kwargs, student, teacher):
-        return score == 1.0
-    text = " ".join(str(teacher.get("content") or "").split())
-    if repeating or len(text.split()) <= SHORT_ANSWER_WORDS:
-        return score == 1.0
-    return score >= text_similarity
+    if free_text(kwargs, student, teacher, repeating=repeating):
+        return score >= text_similarity
+    return score == 1.0
+
+
+def free_text(
+    kwargs: Mapping[str, Any],
+    student: Mapping[str, Any] | None,
+    teacher: Mapping[str, Any] | None,
+    *,
+    repeating: bool = False,
+) -> bool:
+    """Whether :func:`agrees` compares these answers by similarity (not structurally, not exactly):
+    where a judge may decide instead."""
+    student, teacher = student or {}, teacher or {}
+    if _structured(kwargs, student, teacher) or repeating:
+        return False
+    return len(str(teacher.get("content") or "").split()) > SHORT_ANSWER_WORDS
 
 
 def _check(name: str, value: float, low: float, high: float) -> None:

@@ -15,8 +15,9 @@ shadow checks and exploration):
 * answers that repeat in the namespace (a label, a canned reply) or are short
   (``SHORT_ANSWER_WORDS`` words or fewer): equal after whitespace is collapsed;
 * other free text: :class:`difflib.SequenceMatcher` ratio (twice the matched characters over
-  both lengths, whitespace collapsed) at least ``text_similarity``; or, in judge mode, what a
-  judge (the teacher asked whether the two answers say the same) decides.
+  both lengths, whitespace collapsed) at least ``text_similarity``; or, in judge mode
+  (``DISTILLKIT_JUDGE=teacher``), what the teacher says when asked whether the two answers say
+  the same (:data:`JUDGE_PROMPT`).
 
 Near-duplicates stay on one side of the split: points whose vectors are at least
 ``group_similarity`` cosine-similar are grouped (transitively), and a group is held out or trained
@@ -39,10 +40,11 @@ from typing import Any, Literal
 import numpy as np
 
 from distillkit.routing.router import answer_key
-from distillkit.routing.shadow import SHORT_ANSWER_WORDS, TEXT_SIMILARITY, agrees
+from distillkit.routing.shadow import SHORT_ANSWER_WORDS, TEXT_SIMILARITY, agrees, free_text
 
 __all__ = [
     "GROUP_SIMILARITY",
+    "JUDGE_PROMPT",
     "SHORT_ANSWER_WORDS",
     "TEXT_SIMILARITY",
     "Evaluation",
@@ -61,6 +63,12 @@ logger = logging.getLogger("distillkit")
 GROUP_SIMILARITY = 0.95
 
 Verdict = Literal["promoted", "rejected"]
+
+#: The teacher-as-judge instruction (judge mode): the reply must start with yes or no.
+JUDGE_PROMPT = (
+    "You compare two answers to the same request. Reply with one word: yes if the candidate answer "
+    "gives the user the same information and outcome as the reference answer, otherwise no."
+)
 
 #: Sends a request (chat-completion keywords, ``model`` set to the candidate) to the candidate
 #: through the serving path and returns its assistant message (``content``, ``tool_calls``).
@@ -296,7 +304,9 @@ def evaluate(
         context: other payloads of the namespace (the round's points): answers that repeat among
             them and the held-out ones are compared exactly.
         text_similarity: the ratio free text must reach (rules mode).
-        judge: compare with this instead of the rules (teacher-as-judge mode).
+        judge: decide free-text answers with this instead of the similarity (teacher-as-judge
+            mode); it gets the request addressed to the teacher's model. Structured, repeating and
+            short answers keep their rules.
         max_failed_share: more failed calls than this share raises instead of judging.
         counted: the ids the verdict counts (the held-out points the router would send to the
             candidate); None or too few of them answered (fewer than 1): every held-out point.
@@ -317,12 +327,16 @@ def evaluate(
         except Exception as exc:  # a failed call is no evidence either way
             results.append(HeldOutResult(point_id, False, type(exc).__name__))
             continue
-        if judge is not None:
-            ok = bool(judge(kwargs, answer, teacher))
+        repeats = answer_key(payload) in repeating
+        if judge is not None and free_text(kwargs, answer, teacher, repeating=repeats):
+            teacher_model = str(payload.get("teacher_model") or (payload.get("params") or {}).get("model"))
+            try:
+                ok = bool(judge(request_of(payload, teacher_model), answer, teacher))
+            except Exception as exc:  # the judge failed: no evidence either way
+                results.append(HeldOutResult(point_id, False, f"judge {type(exc).__name__}"))
+                continue
         else:
-            ok = agrees(
-                kwargs, answer, teacher, repeating=answer_key(payload) in repeating, text_similarity=text_similarity
-            )
+            ok = agrees(kwargs, answer, teacher, repeating=repeats, text_similarity=text_similarity)
         results.append(HeldOutResult(point_id, ok))
     failed = sum(r.error is not None for r in results)
     if failed > max_failed_share * len(results):

@@ -107,3 +107,37 @@ def test_start_runs_training_in_the_background(sim: Simulator, tmp_path: Path) -
     finally:
         distillkit.unwrap(client)
         distiller.close()
+
+
+def test_judge_mode_asks_the_teacher_about_free_text_answers(tmp_path: Path) -> None:
+    from distillkit.training.evaluation import JUDGE_PROMPT
+
+    judged: list[str] = []
+
+    def teacher(body: dict[str, Any]) -> str:
+        messages = body["messages"]
+        if messages[0]["content"] == JUDGE_PROMPT:  # asked to judge: same first word, same answer
+            judged.append(body["model"])
+            reference, candidate = (
+                messages[1]["content"].split("Reference answer:\n")[1].split("\n\nCandidate answer:\n")
+            )
+            return "yes" if reference.split()[0] == candidate.split()[0] else "no"
+        return f"Sure. {messages[-1]['content']} is a good question, and the full answer is rather long here."
+
+    def student(body: dict[str, Any]) -> str:  # the same answer in other words: text similarity fails
+        return "Sure. Well, let me think; the best I can say today is: contact us any time."
+
+    for mode, verdict in (("off", "rejected"), ("teacher", "succeeded")):
+        with Simulator(answer=teacher, student_answer=student, job_step_seconds=0.01) as sim:
+            distiller = make_distiller(sim, tmp_path / mode, judge=mode)
+            client = distillkit.wrap(sim.client(), distiller)
+            try:
+                for question in QUESTIONS:
+                    ask(client, question)
+                [round_] = distiller.train_now(wait=True, timeout=10)
+                assert round_.status == verdict and round_.evaluation is not None, round_
+                assert round_.evaluation["mode"] == ("judge" if mode == "teacher" else "rules")
+            finally:
+                distillkit.unwrap(client)
+                distiller.close()
+    assert judged == ["gpt-4.1"] * 2  # once per held-out point, asking the teacher's model

@@ -173,15 +173,23 @@ def test_an_evaluation_that_cannot_reach_the_candidate_raises(sim: Simulator) ->
         evaluate("ft:candidate", [], student, floor=0.9)
 
 
-def test_judge_mode_decides_instead_of_the_rules(sim: Simulator) -> None:
+def test_judge_mode_decides_free_text_only(sim: Simulator) -> None:
     client = sim.client()
 
     def student(kwargs: dict[str, Any]) -> dict[str, Any] | None:
         return response_message(client.chat.completions.create(**kwargs))[0]
 
+    asked: list[str] = []
+
     def lenient(kwargs: dict[str, Any], answer: Any, teacher: Any) -> bool:
+        asked.append(kwargs["model"])
         return bool(answer and answer.get("content"))
 
-    held = [(f"bad{i}", stored(f"wrong question {i}")) for i in range(3)]
-    judged = evaluate("ft:candidate", held, student, floor=0.9, judge=lenient)
-    assert judged.verdict == "promoted" and judged.mode == "judge"
+    wrong = [(f"bad{i}", stored(f"wrong question {i}")) for i in range(3)]
+    assert evaluate("ft:candidate", wrong, student, floor=0.9, judge=lenient).verdict == "rejected"
+    assert asked == []  # short answers keep the exact rule
+    long = [(f"long{i}", stored(f"wrong question {i} " + LONG)) for i in range(3)]
+    for _, payload in long:
+        payload["teacher_model"] = "gpt-4.1"
+    judged = evaluate("ft:candidate", long, student, floor=0.9, judge=lenient)
+    assert judged.verdict == "promoted" and judged.mode == "judge" and asked == ["gpt-4.1"] * 3
