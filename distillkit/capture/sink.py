@@ -218,7 +218,7 @@ class CaptureSink:
                 self._stats.add(interaction.namespace, deduplicated=1)
                 continue
             hits = store.search(
-                vector.tolist(), namespace=interaction.namespace, fingerprint=interaction.fingerprint, limit=1
+                vector, namespace=interaction.namespace, fingerprint=interaction.fingerprint, limit=1, fields=("count",)
             )
             if hits and hits[0].score >= threshold:
                 count = int(hits[0].payload.get("count") or 1) + 1

@@ -47,6 +47,10 @@ __all__ = ["ROUTING_RULES", "Router", "answer_key"]
 
 logger = logging.getLogger("distillkit")
 
+#: The only payload field the rule reads from a neighbour (its teacher answer): fetching just this
+#: keeps a search cheap when stored conversations are long.
+ANSWER_FIELDS = ("response",)
+
 
 def answer_key(payload: Mapping[str, Any]) -> str | None:
     """A stored point's teacher answer in a canonical form, for comparing answers (None if absent).
@@ -146,7 +150,9 @@ class Router:
             vector = request.vector = self._embedder().embed([request.query])[0]
             agreement = self.rule == "agreement"
             limit = max(1, self.neighbours) if agreement else 1
-            hits = self._store().search(vector, namespace=ns, fingerprint=fingerprint, indexed=True, limit=limit)
+            hits = self._store().search(
+                vector, namespace=ns, fingerprint=fingerprint, indexed=True, limit=limit, fields=ANSWER_FIELDS
+            )
         except Exception as exc:
             self._on_error(ns, exc)
             return RouteInfo(False, ns, teacher, f"lookup failed: {type(exc).__name__}")
@@ -223,7 +229,12 @@ class Router:
         if self.veto_margin is None or agreeing is None or agreeing < 2:
             return None
         hits = self._store().search(
-            vector, namespace=request.namespace, fingerprint=request.fingerprint, indexed=False, limit=1
+            vector,
+            namespace=request.namespace,
+            fingerprint=request.fingerprint,
+            indexed=False,
+            limit=1,
+            fields=ANSWER_FIELDS,
         )
         if not hits or hits[0].score < best.score - self.veto_margin:
             return None

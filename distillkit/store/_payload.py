@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from distillkit.errors import DistillkitError, EmbedderMismatchError, StoreError
 from distillkit.store.base import EmbedderInfo, Vector
 
@@ -71,7 +73,8 @@ def check_vector(vector: Vector | None, dim: int) -> list[float]:
     """
     if vector is None:
         raise ValueError("a vector is required")
-    values = [float(x) for x in vector]
+    # One conversion in C for the common case (a float32 row from the embedder).
+    values = vector.astype(float).tolist() if isinstance(vector, np.ndarray) else [float(x) for x in vector]
     if len(values) != dim:
         raise ValueError(f"vector has {len(values)} dimensions, the store expects {dim}")
     return values

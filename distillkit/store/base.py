@@ -72,6 +72,7 @@ class Store(Protocol):
         fingerprint: str | None = None,
         indexed: bool | None = None,
         limit: int = 1,
+        fields: Sequence[str] | None = None,
     ) -> list[Hit]:
         """Nearest points by cosine similarity, best first, filtered by the given fields."""
         ...

@@ -231,6 +231,7 @@ class EdgeStore:
         fingerprint: str | None = None,
         indexed: bool | None = None,
         limit: int = 1,
+        fields: Sequence[str] | None = None,
     ) -> list[Hit]:
         """Nearest points by cosine similarity (1.0 = same direction), best first.
 
@@ -240,12 +241,14 @@ class EdgeStore:
             fingerprint: only points with this task fingerprint, when given.
             indexed: only points whose ``indexed`` tag is this, when given.
             limit: at most this many hits.
+            fields: the payload fields to return (None: all). Reading and converting only what the
+                caller uses keeps a search cheap when payloads hold long conversations.
         """
         query = qe.QueryRequest(
             query=qe.Query.Nearest(check_vector(vector, self.embedder.dim)),
             limit=limit,
             filter=_filter(namespace=namespace, fingerprint=fingerprint, indexed=indexed),
-            with_payload=True,
+            with_payload=True if fields is None else list(fields),
         )
         with self._lock, translate_errors("search"):
             scored = self._require_shard().query(query)

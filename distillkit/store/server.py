@@ -178,6 +178,7 @@ class ServerStore:
         fingerprint: str | None = None,
         indexed: bool | None = None,
         limit: int = 1,
+        fields: Sequence[str] | None = None,
     ) -> list[Hit]:
         """Nearest points by cosine similarity (1.0 = same direction), best first.
 
@@ -187,12 +188,18 @@ class ServerStore:
             fingerprint: only points with this task fingerprint, when given.
             indexed: only points whose ``indexed`` tag is this, when given.
             limit: at most this many hits.
+            fields: the payload fields to return (None: all). Reading and converting only what the
+                caller uses keeps a search cheap when payloads hold long conversations.
         """
         query = check_vector(vector, self.embedder.dim)
         flt = _filter(namespace=namespace, fingerprint=fingerprint, indexed=indexed)
         with self._guard, translate_errors("search"):
             result = self._client.query_points(
-                self.collection, query=query, query_filter=flt, limit=limit, with_payload=True
+                self.collection,
+                query=query,
+                query_filter=flt,
+                limit=limit,
+                with_payload=True if fields is None else list(fields),
             )
         return [Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in result.points]
 

@@ -181,6 +181,26 @@ def test_private_fields_are_never_returned(store: Store, rng: np.random.Generato
         assert payload["indexed"] is False
 
 
+def test_search_returns_only_the_asked_fields(store: Store, rng: np.random.Generator) -> None:
+    v = vec(rng)
+    p = point(v, indexed=False, response={"content": "yes"}, messages=[{"role": "user", "content": "long"}])
+    store.upsert([p])
+
+    (hit,) = store.search(v, namespace="ns", indexed=False, fields=("response", "missing"))
+    assert hit.id == p.id
+    assert hit.payload == {"response": {"content": "yes"}}
+    assert "messages" in store.search(v, namespace="ns")[0].payload  # None still means every field
+
+
+def test_search_takes_a_numpy_float32_vector(store: Store, rng: np.random.Generator) -> None:
+    v = np.asarray(vec(rng), dtype=np.float32)
+    p = point(v.tolist())
+    store.upsert([p])
+    assert store.search(v, namespace="ns")[0].id == p.id
+    with pytest.raises(ValueError, match="dimensions"):
+        store.search(np.zeros(DIM + 1, dtype=np.float32), namespace="ns")
+
+
 def test_callers_cannot_set_private_fields(store: Store, rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match="reserved"):
         store.upsert([point(vec(rng), _indexed=1)])
