@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -72,48 +73,109 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), q[98]
 
 
-def time_decisions(distiller: Distiller, queries: list[str]) -> tuple[float, float, float]:
-    """p50 and p99 of one decision in ms, and the routed share."""
-    samples, routed = [], 0
+class PrecomputedEmbedder:
+    """The default embedder's vectors, computed before the clock starts: timings without the embedding."""
+
+    def __init__(self, embedder: WordLlamaEmbedder, texts: list[str]) -> None:
+        self.name, self.dim = embedder.name, embedder.dim
+        self._embedder = embedder
+        self._vectors = dict(zip(texts, embedder.embed(texts), strict=True))
+
+    def embed(self, texts) -> np.ndarray:
+        try:
+            return np.stack([self._vectors[t] for t in texts])
+        except KeyError:
+            return self._embedder.embed(texts)
+
+
+def decide_once(distiller: Distiller, text: str) -> tuple[float, bool]:
+    request = Request(kwargs_for(text), namespace="support", threshold=None, route=True, capture=True)
+    start = time.perf_counter()
+    info: RouteInfo = distiller.router.decide(request)
+    return time.perf_counter() - start, info.routed
+
+
+def time_interleaved(distillers: dict, queries: list[str]) -> dict:
+    """p50 / p99 (ms) and routed share per distiller, the distillers taking turns on each query (same load)."""
+    samples: dict = {key: [] for key in distillers}
+    routed: dict = dict.fromkeys(distillers, 0)
+    for text in queries[:20]:  # warm-up
+        for d in distillers.values():
+            decide_once(d, text)
     for text in queries:
-        request = Request(kwargs_for(text), namespace="support", threshold=None, route=True, capture=True)
-        start = time.perf_counter()
-        info: RouteInfo = distiller.router.decide(request)
-        samples.append(time.perf_counter() - start)
-        routed += info.routed
-    p50, p99 = percentiles(samples)
-    return p50 * 1e3, p99 * 1e3, routed / len(queries)
+        for key, d in distillers.items():
+            elapsed, was_routed = decide_once(d, text)
+            samples[key].append(elapsed)
+            routed[key] += was_routed
+    out = {}
+    for key, values in samples.items():
+        p50, p99 = percentiles(values)
+        out[key] = (p50 * 1e3, p99 * 1e3, routed[key] / len(queries))
+    return out
 
 
-def capture_throughput(make_store: Callable[[], Store], embedder: WordLlamaEmbedder, texts: list[str]) -> float:
-    """Interactions per second through the capture writer (embed, dedup search, upsert)."""
-    distiller = Distiller(DistillConfig(path="unused"), store=make_store(), embedder=embedder)
+def captured(texts: list[str], vectors: np.ndarray | None) -> list[Captured]:
     items = []
-    for text in texts:
+    for i, text in enumerate(texts):
         request = Request(kwargs_for(text), namespace="support", threshold=None, route=True, capture=True)
+        if vectors is not None:
+            request.vector = vectors[i]  # as when the router embedded it: the sink reuses it
         message = {"role": "assistant", "content": f"About: {text}"}
         items.append(Captured(request, request.kwargs["messages"], message, "stop", {"total_tokens": 20}))
+    return items
+
+
+def capture_run(
+    distiller: Distiller, items: list[Captured], probe: list[str] | None = None
+) -> tuple[float, list[float]]:
+    """Feed ``items`` through the capture writer at full speed (never past its queue); interactions/s.
+
+    With ``probe``, another thread makes routing decisions meanwhile (one per millisecond) and their
+    latencies come back: the stall a request sees while captures are written and indexed.
+    """
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def prober() -> None:
+        i = 0
+        while not done.is_set():
+            latencies.append(decide_once(distiller, probe[i % len(probe)])[0])
+            i += 1
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=prober) if probe else None
+    if thread:
+        thread.start()
+    writer = distiller._writer
+    room = distiller.config.capture_queue_size // 2
     start = time.perf_counter()
     for item in items:
-        distiller._writer.submit(item)
+        while len(writer._queue) > room:  # never drop: a sustained rate, not a burst
+            time.sleep(0.001)
+        writer.submit(item)
     distiller.flush()
     elapsed = time.perf_counter() - start
-    distiller.close()
-    return len(items) / elapsed
+    done.set()
+    if thread:
+        thread.join()
+    return len(items) / elapsed, latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
     parser.add_argument(
         "--local-sizes",
         type=int,
         nargs="*",
-        default=[1000, 10_000],
+        default=[],
         help="sizes for qdrant-client local mode (slow above 10k: ~540 ms a search at 50k)",
     )
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--capture", type=int, default=5000, help="interactions for the capture throughput")
+    parser.add_argument("--capture", type=int, default=20_000, help="interactions for the capture throughput")
+    parser.add_argument(
+        "--stall-points", type=int, default=100_000, help="captures written while routing is probed (0: skip)"
+    )
     parser.add_argument("--untrained", type=float, default=0.1, help="share of stored points not yet trained")
     args = parser.parse_args()
 
@@ -122,6 +184,7 @@ def main() -> None:
     labelled = banking77("train")
     train = [t for t, _ in labelled]
     test = [t for t, _ in banking77("test")][: args.queries]
+    precomputed = PrecomputedEmbedder(embedder, test)
     real = embedder.embed(train)
     rng = np.random.default_rng(0)
     task = fingerprint(kwargs_for("x"))
@@ -132,48 +195,111 @@ def main() -> None:
         extra = rng.standard_normal((n - len(real), embedder.dim)).astype(np.float32)
         return np.vstack([real, extra / np.linalg.norm(extra, axis=1, keepdims=True)])
 
-    rows = []
     backends: list[tuple[str, list[int], Callable[[str], Store]]] = [
         ("edge (default)", args.sizes, lambda folder: EdgeStore(folder, info)),
         ("qdrant-client local", args.local_sizes, lambda folder: ServerStore(info, client=_local(folder))),
     ]
+    folders, stores, fills = [], {}, {}
     for name, sizes, make in backends:
         for size in sizes:
-            with tempfile.TemporaryDirectory() as folder:
-                store = make(folder)
-                started = time.perf_counter()
-                fill(store, vectors(size), labelled, task, args.untrained)
-                fill_s = time.perf_counter() - started
-                distiller = Distiller(DistillConfig(path=folder), store=store, embedder=embedder)
-                distiller.registry.activate(ActiveModel("support", STUDENT))
-                time_decisions(distiller, test[:20])  # warm-up
-                p50, p99, routed = time_decisions(distiller, test)
-                rows.append((name, size, p50, p99, routed, fill_s))
-                distiller.close()
-                print(f"  {name} {size}: done", flush=True)
+            folder = tempfile.TemporaryDirectory()
+            folders.append(folder)
+            store = make(folder.name)
+            started = time.perf_counter()
+            fill(store, vectors(size), labelled, task, args.untrained)
+            fills[(name, size)] = time.perf_counter() - started
+            stores[(name, size)] = store
+            print(f"  {name} {size}: filled in {fills[(name, size)]:.1f} s", flush=True)
+    distillers = {}
+    for (name, size), store in stores.items():
+        for mode, emb in (("search+decide", precomputed), ("with embedding", embedder)):
+            d = Distiller(
+                DistillConfig(path=store.path if hasattr(store, "path") else "unused"), store=store, embedder=emb
+            )
+            d.registry.activate(ActiveModel("support", STUDENT))
+            distillers[(name, size, mode)] = d
+    timed = time_interleaved(distillers, test)
 
-    print(f"\nrouting decision (embed + filtered search + decide, default rule), {args.queries} BANKING77 test queries")
-    print(f"{'backend':<22}{'points':>9}{'p50 ms':>9}{'p99 ms':>9}{'routed':>8}{'fill s':>8}")
-    for name, size, p50, p99, routed, fill_s in rows:
-        print(f"{name:<22}{size:>9}{p50:>9.2f}{p99:>9.2f}{routed:>8.2f}{fill_s:>8.1f}")
+    print(
+        f"\nrouting decision, default rule with its veto, {args.queries} BANKING77 test queries, all stores interleaved"
+    )
+    print(f"{'backend':<22}{'points':>9}{'what':>16}{'p50 ms':>9}{'p99 ms':>9}{'routed':>8}{'fill s':>8}")
+    for (name, size, mode), (p50, p99, routed) in timed.items():
+        print(f"{name:<22}{size:>9}{mode:>16}{p50:>9.3f}{p99:>9.3f}{routed:>8.2f}{fills[(name, size)]:>8.1f}")
+    edge = "edge (default)"
+    small, large = min(args.sizes), max(args.sizes)
+    p50_small = timed[(edge, small, "search+decide")][0]
+    p50_large, p99_large = timed[(edge, large, "search+decide")][:2]
+    p50_large_embed = timed[(edge, large, "with embedding")][0]
+    ratio = p50_large / p50_small
+    for d in distillers.values():
+        d.close()
+    for folder in folders:
+        folder.cleanup()
 
-    print(f"\ncapture writer, {args.capture} interactions (embed, near-duplicate check, upsert), sustained")
+    print(f"\ncapture writer, {args.capture} interactions, sustained (near-duplicate check, upsert, index building)")
+    capture_vectors = vectors(args.capture)
     texts = [f"{t} (#{i})" for i, t in enumerate((train * (args.capture // len(train) + 1))[: args.capture])]
     with tempfile.TemporaryDirectory() as folder:
-        rate = capture_throughput(lambda: EdgeStore(folder, info), embedder, texts)
-    print(f"{'edge (default)':<22}{rate:>9.0f} interactions/s")
+        distiller = Distiller(DistillConfig(path=folder), store=EdgeStore(folder, info), embedder=embedder)
+        capture_per_s, _ = capture_run(distiller, captured(texts, capture_vectors))
+        distiller.close()
+    batch = DistillConfig(path="unused").capture_batch_size
+    started = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        embedder.embed(texts[i : i + batch])
+    embed_per_s = len(texts) / (time.perf_counter() - started)
+    print(f"{'store part (vectors precomputed)':<36}{capture_per_s:>9.0f} interactions/s")
+    print(f"{'embedder alone, batches of ' + str(batch):<36}{embed_per_s:>9.0f} texts/s")
+    print(f"{'both (serial estimate)':<36}{1 / (1 / capture_per_s + 1 / embed_per_s):>9.0f} interactions/s")
+
+    stall = None
+    if args.stall_points:
+        print(f"\nworst routing decision while {args.stall_points} captures are written and indexed at full speed")
+        texts = [f"stall {i}" for i in range(args.stall_points)]
+        with tempfile.TemporaryDirectory() as folder:
+            store = EdgeStore(folder, info)
+            fill(store, vectors(len(train)), labelled, task, args.untrained)
+            distiller = Distiller(DistillConfig(path=folder), store=store, embedder=precomputed)
+            distiller.registry.activate(ActiveModel("support", STUDENT))
+            rate, latencies = capture_run(distiller, captured(texts, vectors(args.stall_points)), probe=test)
+            distiller.close()
+        stall = max(latencies) * 1e3
+        over = sum(x > 0.1 for x in latencies)
+        p50, p99 = percentiles(latencies)
+        print(
+            f"{len(latencies)} decisions: p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms, worst {stall:.0f} ms, "
+            f"{over} over 100 ms; capture meanwhile {rate:.0f} interactions/s"
+        )
+
+    print("\nissue 15 goals (floors)")
+    print(f"  p50 {large} / p50 {small}, search + decision: {ratio:.2f} (goal <= 1.5)")
+    print(f"  p50 at {large}: {p50_large:.3f} ms (goal <= 0.5), p99 {p99_large:.3f} ms (goal <= 2)")
+    print(f"  p50 at {large} with the default embedder: {p50_large_embed:.3f} ms (goal <= 2)")
+    print(f"  capture, store part: {capture_per_s:.0f}/s (goal >= 10,000)")
+    if stall is not None:
+        print(f"  worst stall while capturing {args.stall_points}: {stall:.0f} ms (goal < 100)")
     print(
         "\nreproduce: python benchmarks/bench_router.py "
         + " ".join(
             [
                 f"--sizes {' '.join(map(str, args.sizes))}",
-                f"--local-sizes {' '.join(map(str, args.local_sizes))}",
+                *([f"--local-sizes {' '.join(map(str, args.local_sizes))}"] if args.local_sizes else []),
                 f"--queries {args.queries}",
                 f"--capture {args.capture}",
+                f"--stall-points {args.stall_points}",
                 f"--untrained {args.untrained:g}",
             ]
         )
     )
+    print(
+        f"router: p50_{_short(small)}={p50_small:.3f}ms p50_{_short(large)}={p50_large:.3f}ms ratio={ratio:.2f} "
+        f"capture_per_s={capture_per_s:.0f}"
+    )
+
+
+def _short(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
 def _local(folder: str):
