@@ -17,6 +17,7 @@ __all__ = [
     "INDEXED_MIRROR",
     "INTEGER_FIELDS",
     "KEYWORD_FIELDS",
+    "TENANT_FIELD",
     "check_vector",
     "mismatch_error",
     "plain_vector",
@@ -32,6 +33,8 @@ INDEXED_MIRROR = "_indexed"
 #: Payload indexes both backends create, by field: the fields that filters use.
 KEYWORD_FIELDS = ("namespace", "fingerprint")
 INTEGER_FIELDS = (INDEXED_MIRROR,)
+#: The field every search filters on: a tenant index on a Qdrant server.
+TENANT_FIELD = "namespace"
 
 # Exceptions that mean a bug in the caller or in distillkit, never a store failure: they are not
 # translated to StoreError, so they surface as what they are.
