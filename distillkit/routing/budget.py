@@ -315,6 +315,7 @@ def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFID
             by_class.setdefault(label.answer_class, []).append(label)
     classes: dict[str, float | None] = {}
     blocked: list[str] = []
+
     # The namespace threshold is fitted on the labels of what it decides: not the classes with
     # their own threshold, nor the blocked ones. A class's latest label decides whether it is
     # blocked, so that label is left out for the classes kept: their other labels are then an
