@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from distillkit.errors import DistillkitError
+from distillkit.errors import DistillkitError, StoreLockedError
 
 __all__ = ["main"]
 
@@ -27,6 +27,17 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     distiller = _distiller()
     try:
         report = distiller.status()
+    except StoreLockedError:
+        # An application holds the store: what every process published is readable all the same.
+        print(
+            "distillkit: the store is open in a running application; showing the counters its processes "
+            "published (stored points and models appear once it is released).",
+            file=sys.stderr,
+        )
+        report = {
+            ns: {"stored": None, "indexed": None, "pending": None, "active_model": None, "job": None, **c.as_dict()}
+            for ns, c in distiller.counters().items()
+        }
     finally:
         distiller.close()
     if args.json:
@@ -46,7 +57,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         if job:
             detail += f"  (job {job.get('job_id')} {job.get('status')})"
         out.write(
-            f"{ns:<24}{row['stored']:>8}{row['indexed']:>9}{row['pending']:>9}{row['routed_share']:>8.0%}"
+            f"{ns:<24}{_shown(row['stored']):>8}{_shown(row['indexed']):>9}{_shown(row['pending']):>9}"
+            f"{row['routed_share']:>8.0%}"
             f"{row['saved_usd']:>10.4f}  {detail}\n"
         )
         for model, shadow in sorted((row.get("shadow") or {}).items()):
@@ -75,6 +87,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 f" {budget['labels']} labels ({budget['reason']})\n"
             )
     return 0
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:

@@ -13,11 +13,15 @@ It builds the parts and wires them together, starts and stops the background wor
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distillkit.capture.sink import Captured, CaptureSink
@@ -37,6 +41,8 @@ from distillkit.state import (
     NAMESPACE_KIND,
     STATS_KIND,
     ModelRegistry,
+    merge_stats,
+    published_stats,
     saved_stats,
     shadow_summaries,
 )
@@ -121,6 +127,12 @@ class Distiller:
         # process, can add up what every process routed and saved.
         self._instance = uuid.uuid4().hex[:12]
         self._stats_saved_at = time.monotonic()
+        #: Where processes sharing an embedded folder publish their counters (one small file each),
+        #: readable by `distillkit status` while an application holds the store, and written by a
+        #: process that does not own the store too. None: counters are store records (a server store).
+        self._counters_dir: Path | None = (
+            Path(config.path) / "counters" if store is None and not config.qdrant_url else None
+        )
         self._events = Events()
         self.registry = ModelRegistry(lambda: self.store)
         #: Measured student outcomes and the acceptance fitted to ``config.max_error`` (None: off).
@@ -163,12 +175,18 @@ class Distiller:
             after_write=self._stored,
         )
         self._writer: CaptureWriter[Captured] = CaptureWriter(
-            sink.write, max_queue=config.capture_queue_size, batch_size=config.capture_batch_size, on_drop=sink.dropped
+            sink.write,
+            max_queue=config.capture_queue_size,
+            batch_size=config.capture_batch_size,
+            on_drop=sink.dropped,
+            after_batch=self._after_batch,
         )
         #: The request path: :func:`distillkit.wrap` and scopes send every intercepted call here.
         self.pipeline = Pipeline(
             config, self.router, llm_provider, self.shadows, self._writer, self._stats, self._events
         )
+        self._closed = False
+        _register(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Distiller:
@@ -214,12 +232,24 @@ class Distiller:
         return EdgeStore(self.config.path, info)
 
     def _lookup_failed(self, namespace: str, exc: BaseException) -> None:
-        logger.warning("distillkit: routing lookup failed (%s); the teacher answers", describe(exc))
+        # A store already reported where it failed (held by another process) is not logged per request.
+        log = logger.debug if getattr(exc, "reported", False) else logger.warning
+        log("distillkit: routing lookup failed (%s); the teacher answers", describe(exc))
         self._stats.add(namespace, store_errors=1)
         self._stores.failed(exc)
 
+    def _after_batch(self) -> None:
+        """After each capture batch, stored or dropped: publish the counters now and then."""
+        if self._counters_dir is not None:
+            try:
+                self._save_stats(every=5.0)
+            except OSError as exc:
+                logger.warning("distillkit could not publish its counters: %s", exc)
+
     def _stored(self, store: Store) -> None:
         """After each stored capture batch: save the counters now and then."""
+        if self._counters_dir is not None:
+            return  # published by _after_batch, without the store
         try:
             self._save_stats(every=5.0)
         except StoreError as exc:  # the points are stored; only the counters wait for next time
@@ -266,7 +296,7 @@ class Distiller:
         demotions = store.list_records(DEMOTION_KIND)
         shadows = shadow_summaries(store)
         jobs = self.trainer.jobs()
-        totals = saved_stats(store)
+        totals = self.counters(store)
         rounds: dict[str, list[dict[str, Any]]] = {}
         for job_id, entry in sorted(
             store.list_records(HISTORY_KIND).items(), key=lambda item: float(item[1].get("finished_at") or 0.0)
@@ -297,11 +327,40 @@ class Distiller:
     #: Training rounds (newest last) shown per namespace by :meth:`status`.
     STATUS_ROUNDS = 5
 
+    def counters(self, store: Store | None = None) -> dict[str, NamespaceStats]:
+        """The counters every process saved, by namespace, added up.
+
+        Reads the counter files beside an embedded store without opening it, so it works while
+        another process (an application) holds the store; ``store`` adds the records of a server store.
+        """
+        sources = []
+        if self._counters_dir is not None:
+            sources.append(published_stats(self._counters_dir))
+        if store is not None:
+            sources.append(saved_stats(store))
+        return merge_stats(*sources)
+
     def _save_stats(self, *, every: float = 0.0) -> None:
         if time.monotonic() - self._stats_saved_at < every:
             return
         self._stats_saved_at = time.monotonic()
-        for ns, counters in self._stats.snapshot().items():
+        snapshot = self._stats.snapshot()
+        if self._counters_dir is not None:
+            if not snapshot:
+                return
+            from distillkit.store._files import make_private_dir, write_json_atomic
+
+            make_private_dir(self._counters_dir)
+            write_json_atomic(
+                self._counters_dir / f"{self._instance}.json",
+                {
+                    "pid": os.getpid(),
+                    "saved_at": time.time(),
+                    "namespaces": {ns: counters.as_dict() for ns, counters in snapshot.items()},
+                },
+            )
+            return
+        for ns, counters in snapshot.items():
             self.store.put_record(STATS_KIND, f"{ns}:{self._instance}", {"namespace": ns, **counters.as_dict()})
 
     # --- training ---------------------------------------------------------------------------
@@ -428,15 +487,95 @@ class Distiller:
 
     def close(self) -> None:
         """Stop training, flush captures and release the store. Do not use the Distiller afterwards."""
+        self._closed = True
         self.stop()
         self._writer.close()
         self.wait_shadows(5.0)  # a check still asking the teacher after that is dropped
-        if self._stores.current is not None:
+        if self._counters_dir is not None or self._stores.current is not None:
             try:
                 self._save_stats()
             except Exception as exc:  # closing must not fail because the store did
                 logger.warning("distillkit could not save its counters: %s", exc)
         self._stores.close()
+
+    def _at_exit(self) -> None:
+        """Interpreter exit: store what is queued and save the counters (routed requests included)."""
+        if self._closed:
+            return
+        self._writer.close(timeout=10.0)
+        try:
+            if self._counters_dir is not None or self._stores.current is not None:
+                self._save_stats()
+        except Exception as exc:
+            logger.warning("distillkit could not save its counters at exit: %s", exc)
+
+    def _before_fork(self) -> None:
+        """Release an embedded store we own, so that one forked worker can own it."""
+        if self._counters_dir is not None and not self._closed:
+            self._writer.flush(10.0)
+            self._stores.release()
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child starts clean: its own counters, writer and store handle; no scheduler."""
+        self._instance = uuid.uuid4().hex[:12]
+        self._stats_saved_at = time.monotonic()
+        self._stats.after_fork()
+        self._writer.after_fork()
+        self._open_lock = threading.RLock()
+        self._stores.after_fork(self._open_lock)
+        self._scheduler = None  # its thread stayed in the parent; start() starts one here
+
+
+_live: weakref.WeakSet[Distiller] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_hooks_registered = False
+_finalizer_pid: int | None = None
+
+
+def _register(distiller: Distiller) -> None:
+    """Exit and fork hooks for every Distiller, registered once, holding no strong reference."""
+    global _hooks_registered, _finalizer_pid
+    with _hooks_lock:
+        _live.add(distiller)
+        if _finalizer_pid != os.getpid():  # first Distiller in a multiprocessing child, too
+            _finalizer_pid = os.getpid()
+            _finalize_in_child(None)
+        if not _hooks_registered:
+            _hooks_registered = True
+            atexit.register(_each, "_at_exit")
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(
+                    before=lambda: _each("_before_fork"), after_in_child=lambda: _each("_after_fork_in_child")
+                )
+                import multiprocessing.util
+
+                # A multiprocessing child started with fork leaves through os._exit: atexit never runs
+                # there, multiprocessing's own finalizers do (registered afresh in each such child).
+                multiprocessing.util.register_after_fork(_HOOKS, _finalize_in_child)
+
+
+class _Hooks:
+    """A weak-referenceable owner for multiprocessing's after-fork registry."""
+
+
+_HOOKS = _Hooks()
+
+
+def _finalize_in_child(_: object) -> None:
+    global _finalizer_pid
+    import multiprocessing.util
+
+    _finalizer_pid = os.getpid()
+
+    multiprocessing.util.Finalize(None, _each, args=("_at_exit",), exitpriority=100)
+
+
+def _each(method: str) -> None:
+    for distiller in list(_live):
+        try:
+            getattr(distiller, method)()
+        except Exception:  # a hook must never break the exit or the fork
+            logger.warning("distillkit: %s failed", method.strip("_"), exc_info=True)
 
 
 def _round_summary(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:

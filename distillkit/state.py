@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distillkit.stats import NamespaceStats
@@ -50,6 +51,8 @@ __all__ = [
     "STATS_KIND",
     "ActiveModel",
     "ModelRegistry",
+    "merge_stats",
+    "published_stats",
     "saved_stats",
     "shadow_summaries",
 ]
@@ -157,6 +160,40 @@ def saved_stats(store: Store) -> dict[str, NamespaceStats]:
         ns = record.get("namespace")
         if isinstance(ns, str):
             totals[ns] = _merge(totals.get(ns, NamespaceStats()), record)
+    return totals
+
+
+def published_stats(folder: Path) -> dict[str, NamespaceStats]:
+    """Namespace → the counters every process published in ``folder`` (one JSON file each), added up.
+
+    Processes sharing an embedded store publish their counters there rather than in the store,
+    so that a process that does not own the store (another worker) counts too, and so that
+    ``distillkit status`` can read them while an application holds the store.
+    """
+    import json
+
+    totals: dict[str, NamespaceStats] = {}
+    try:
+        files = sorted(folder.glob("*.json"))
+    except OSError:
+        return totals
+    for file in files:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # being replaced, or not ours
+        for ns, record in (data.get("namespaces") or {}).items() if isinstance(data, dict) else ():
+            if isinstance(ns, str) and isinstance(record, dict):
+                totals[ns] = _merge(totals.get(ns, NamespaceStats()), record)
+    return totals
+
+
+def merge_stats(*sources: Mapping[str, NamespaceStats]) -> dict[str, NamespaceStats]:
+    """Add up several namespace → counters mappings."""
+    totals: dict[str, NamespaceStats] = {}
+    for source in sources:
+        for ns, counters in source.items():
+            totals[ns] = _merge(totals.get(ns, NamespaceStats()), counters.as_dict())
     return totals
 
 

@@ -78,6 +78,11 @@ class Stats:
         self._lock = threading.Lock()
         self._by_namespace: defaultdict[str, NamespaceStats] = defaultdict(NamespaceStats)
 
+    def after_fork(self) -> None:
+        """In a forked child: start from zero (the parent counts its own), with a fresh lock."""
+        self._lock = threading.Lock()
+        self._by_namespace = defaultdict(NamespaceStats)
+
     def add(self, namespace: str, **increments: int) -> None:
         with self._lock:
             entry = self._by_namespace[namespace]

@@ -41,6 +41,7 @@ class CaptureWriter(Generic[T]):
         max_queue: int = 10_000,
         batch_size: int = 64,
         on_drop: Callable[[T, str], None] | None = None,
+        after_batch: Callable[[], None] | None = None,
         name: str = "distillkit-capture",
     ) -> None:
         self._sink = sink
@@ -55,6 +56,8 @@ class CaptureWriter(Generic[T]):
         self._closed = False
         self._name = name
         self._warned_full = False
+        self._after_batch = after_batch
+        self._exit_hook = False
 
     def submit(self, item: T) -> None:
         """Queue one item; never blocks. Drops the oldest entry when the queue is full."""
@@ -68,7 +71,8 @@ class CaptureWriter(Generic[T]):
                     self._finished += 1
                 self._queue.append(item)
                 self._submitted += 1
-                if self._thread is None:
+                # is_alive, not None: a forked child has the parent's Thread object, not its thread
+                if self._thread is None or not self._thread.is_alive():
                     self._start()
                 self._cond.notify()
         if dropped is not None:
@@ -97,9 +101,22 @@ class CaptureWriter(Generic[T]):
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def after_fork(self) -> None:
+        """In a forked child: start empty, with fresh locks; the thread starts on the next submit.
+
+        What was queued at the fork belongs to the parent, whose own writer stores it.
+        """
+        self._cond = threading.Condition()
+        self._queue = collections.deque()
+        self._submitted = self._finished = 0
+        self._thread = None
+
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
+        if self._exit_hook:
+            return
+        self._exit_hook = True
         # Flush at interpreter exit without keeping the writer alive through the atexit table.
         ref = weakref.ref(self)
 
@@ -121,9 +138,17 @@ class CaptureWriter(Generic[T]):
             try:
                 self._sink(batch)
             except Exception as exc:
-                logger.warning("distillkit could not store %d captured interaction(s): %s", len(batch), exc)
+                # An error already reported where it arose (a store held by another process) is
+                # not logged again for every batch; the drops are counted all the same.
+                log = logger.debug if getattr(exc, "reported", False) else logger.warning
+                log("distillkit could not store %d captured interaction(s): %s", len(batch), exc)
                 for item in batch:
                     self._drop(item, f"store error: {exc}")
+            if self._after_batch is not None:
+                try:
+                    self._after_batch()
+                except Exception:
+                    logger.warning("distillkit after_batch hook failed", exc_info=True)
             with self._cond:
                 self._finished += len(batch)
                 self._cond.notify_all()

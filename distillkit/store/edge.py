@@ -13,6 +13,7 @@ dies without :meth:`EdgeStore.close`. The WAL is also the engine's folder lock: 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -40,6 +41,15 @@ from distillkit.store._payload import (
 from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
 
 __all__ = ["EdgeStore"]
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the engine's WAL lock is the only guard
+    fcntl = None  # type: ignore[assignment]
+
+#: Engine objects a forked child abandoned: never dropped, so that nothing of the parent's shard
+#: is flushed or unlocked from the child (see :meth:`EdgeStore.abandon`).
+_ABANDONED: list[Any] = []
 
 _LOCKED_HINT = (
     "An embedded store folder belongs to one process; to share captured data between several "
@@ -106,17 +116,52 @@ class EdgeStore:
         self._lock = threading.RLock()
         self._leases: dict[str, tuple[str, float]] = {}
         self._shard: qe.EdgeShard | None = None
-        with translate_errors(f"open the store folder {self._dir}"):
-            make_private_dir(self.path)
-            make_private_dir(self._dir)
-            self._identity = folder_identity(self._dir)
-            self._check_manifest()
-            self._records = self._load_records()
-            self._shard = self._open_shard()
-            self._write_manifest()
-            self._ensure_indexes()
+        self._lock_fd: int | None = None
+        try:
+            with translate_errors(f"open the store folder {self._dir}"):
+                make_private_dir(self.path)
+                make_private_dir(self._dir)
+                # The folder's own lock is taken before anything in it is created or read, so that
+                # of several processes opening a new folder at once exactly one owns it and the
+                # others get StoreLockedError (the engine's WAL lock comes too late for that).
+                self._lock_fd = self._lock_folder()
+                self._identity = folder_identity(self._dir)
+                self._check_manifest()
+                self._records = self._load_records()
+                self._shard = self._open_shard()
+                self._write_manifest()
+                self._ensure_indexes()
+        except BaseException:
+            self._unlock_folder()
+            raise
 
     # -- opening ----------------------------------------------------------------------------
+
+    def _locked_error(self) -> StoreLockedError:
+        return StoreLockedError(
+            f"The store folder {self._dir} is already open in another process (or by another EdgeStore in this one).",
+            fix=_LOCKED_HINT,
+        )
+
+    def _lock_folder(self) -> int | None:
+        if fcntl is None:
+            return None
+        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._locked_error() from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _unlock_folder(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the last descriptor of the lock releases it
 
     @property
     def _manifest_path(self) -> Path:
@@ -166,11 +211,7 @@ class EdgeStore:
             shard = qe.EdgeShard.create(str(shard_dir), config)
         except Exception as exc:
             if _is_wal_lock_error(exc):
-                raise StoreLockedError(
-                    f"The store folder {self._dir} is already open in another process "
-                    "(or by another EdgeStore in this one).",
-                    fix=_LOCKED_HINT,
-                ) from exc
+                raise self._locked_error() from exc
             raise
         os.chmod(shard_dir, 0o700)
         return shard
@@ -378,11 +419,26 @@ class EdgeStore:
             self._leases.clear()
             if shard is None:
                 return
-            with translate_errors("close the store"):
-                try:
-                    shard.flush()
-                finally:
-                    shard.close()
+            try:
+                with translate_errors("close the store"):
+                    try:
+                        shard.flush()
+                    finally:
+                        shard.close()
+            finally:
+                self._unlock_folder()
+
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's store without touching it.
+
+        The child's copy of the folder lock is closed (the parent keeps its lock); the engine
+        object is kept referenced for ever, so that it is never flushed, closed or dropped here.
+        """
+        shard, self._shard = self._shard, None
+        self._leases.clear()
+        if shard is not None:
+            _ABANDONED.append(shard)
+        self._unlock_folder()
 
     def __enter__(self) -> EdgeStore:
         return self
