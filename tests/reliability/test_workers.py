@@ -38,11 +38,11 @@ _DRIVER = textwrap.dedent(
 
 
     def work(index, out):
-        if parent is not None:  # forked from a parent that used it: the inherited objects
-            distiller, client = parent
-        else:
-            distiller = Distiller(DistillConfig(path=path))
-            client = distillkit.wrap(openai.OpenAI(base_url=base_url, api_key="sk-w", max_retries=0), distiller)
+        # Forked from a parent that used it: the inherited Distiller (its writer, counters and store
+        # handle). The client is the worker's own: an HTTP connection kept alive in the parent must
+        # not be shared by forked children, with or without distillkit.
+        distiller = parent[0] if parent is not None else Distiller(DistillConfig(path=path))
+        client = distillkit.wrap(openai.OpenAI(base_url=base_url, api_key="sk-w", max_retries=0), distiller)
         plain = openai.OpenAI(base_url=base_url, api_key="sk-w", max_retries=0)
         right = 0
         for i in range(N):
