@@ -43,8 +43,17 @@ def kwargs_for(text: str) -> dict:
     }
 
 
-def fill(store: Store, vectors: np.ndarray, train: list[tuple[str, str]], task: str, untrained: float) -> None:
-    """Store ``vectors``: namespaces in turn, a quarter on other tasks, a share ``untrained`` not yet trained."""
+def fill(
+    store: Store,
+    vectors: np.ndarray,
+    train: list[tuple[str, str]],
+    task: str,
+    untrained: float,
+    namespaces: int = 4,
+) -> None:
+    """Store ``vectors``: ``namespaces`` in turn ("support" first), a quarter on other tasks, a share
+    ``untrained`` not yet trained."""
+    names = NAMESPACES if namespaces == 4 else ("support", *(f"ns{k}" for k in range(1, namespaces)))
     every = round(1 / untrained) if untrained > 0 else 0
     for start in range(0, len(vectors), 512):
         points = []
@@ -55,7 +64,7 @@ def fill(store: Store, vectors: np.ndarray, train: list[tuple[str, str]], task: 
                 Point(
                     str(uuid.uuid4()),
                     {
-                        "namespace": NAMESPACES[i % 4],
+                        "namespace": names[i % len(names)],
                         "fingerprint": task if i % 4 != 3 else "other-task",
                         "query": text,
                         "response": {"role": "assistant", "content": f"Canned answer about {intent}."},
@@ -177,6 +186,7 @@ def main() -> None:
         "--stall-points", type=int, default=100_000, help="captures written while routing is probed (0: skip)"
     )
     parser.add_argument("--untrained", type=float, default=0.1, help="share of stored points not yet trained")
+    parser.add_argument("--namespaces", type=int, default=4, help="namespaces the stored points spread over")
     args = parser.parse_args()
 
     embedder = WordLlamaEmbedder()
@@ -206,7 +216,7 @@ def main() -> None:
             folders.append(folder)
             store = make(folder.name)
             started = time.perf_counter()
-            fill(store, vectors(size), labelled, task, args.untrained)
+            fill(store, vectors(size), labelled, task, args.untrained, args.namespaces)
             fills[(name, size)] = time.perf_counter() - started
             stores[(name, size)] = store
             print(f"  {name} {size}: filled in {fills[(name, size)]:.1f} s", flush=True)
@@ -289,6 +299,7 @@ def main() -> None:
                 f"--capture {args.capture}",
                 f"--stall-points {args.stall_points}",
                 f"--untrained {args.untrained:g}",
+                f"--namespaces {args.namespaces}",
             ]
         )
     )
