@@ -174,9 +174,16 @@ def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from distillkit.demo import run
+    from distillkit import demo
 
-    run(args.requests, args.round_every, seed=args.seed, out=out, threshold=args.threshold)
+    if args.student == "simulated":
+        demo.run(args.requests or 1200, args.round_every or 200, seed=args.seed, out=out, threshold=args.threshold)
+        return 0
+    missing = demo.local_missing()
+    if missing is not None:
+        out.write(f"{missing}\n(or run the seconds-long version: distillkit demo --student simulated)\n")
+        return 1
+    demo.run_real(args.requests or 360, args.round_every or 120, intents=args.intents, seed=args.seed, out=out)
     return 0
 
 
@@ -207,9 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--json", action="store_true", help="print JSON")
     calibrate.set_defaults(run=cmd_calibrate)
 
-    demo = commands.add_parser("demo", help="run the whole loop offline against the simulator")
-    demo.add_argument("--requests", type=int, default=1200)
-    demo.add_argument("--round-every", type=int, default=200)
+    demo = commands.add_parser("demo", help="run the whole loop offline: the simulator teaches, SmolLM2 learns")
+    demo.add_argument(
+        "--student",
+        choices=("real", "simulated"),
+        default="real",
+        help="real: SmolLM2 trained with LoRA on this CPU (distillkit[local], minutes); "
+        "simulated: the simulator's fine-tuning API (seconds)",
+    )
+    demo.add_argument("--requests", type=int, default=None, help="default: 360 real, 1200 simulated")
+    demo.add_argument("--round-every", type=int, default=None, help="default: 120 real, 200 simulated")
+    demo.add_argument("--intents", type=int, default=10, help="real student: how many intents (default 10)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--threshold", type=float, default=None)
     demo.set_defaults(run=cmd_demo)

@@ -44,8 +44,23 @@ def test_lora_example_routes_to_the_adapter_which_answers_in_the_teachers_words(
 
 
 def test_demo_shows_the_distilled_model_taking_over() -> None:
-    output = run("-m", "distillkit.cli", "demo", "--requests", "300", "--round-every", "100")
+    output = run("-m", "distillkit.cli", "demo", "--student", "simulated", "--requests", "300", "--round-every", "100")
     rounds = [line.split() for line in output.splitlines() if line.strip()[:1].isdigit() and "ft:" in line]
     assert len(rounds) == 3
     assert rounds[-1][2] != "0%"  # the last round's requests were partly answered by the distilled model
     assert "answered by the distilled model" in output
+
+
+def test_demo_without_the_local_extra_says_what_to_install_in_one_line() -> None:
+    from distillkit.demo import local_missing
+
+    if local_missing() is None:
+        pytest.skip("distillkit[local] is installed here: the demo would run the real student")
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "distillkit.cli", "demo"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 1
+    first = done.stdout.splitlines()[0]
+    assert "pip install 'distillkit[local]'" in first and "missing:" in first
+    assert "--student simulated" in done.stdout
