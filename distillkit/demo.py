@@ -480,12 +480,14 @@ def run_real(
             distiller.close()
     result.seconds = time.perf_counter() - started
     without = result.cost_usd + result.saved_usd
+    final = result.rounds[-1] if result.rounds else {}
+    last_share = final["routed"] / final["requests"] if final.get("requests") else 0.0
     out.write(
         f"\n{result.requests} requests in {result.seconds:.0f} s ({result.train_seconds:.0f} s of it training). "
         f"Estimated cost ${result.cost_usd:.4f} instead of ${without:.4f} with the teacher alone "
         f"(saved {result.saved_usd / without if without else 0:.0%}).\n"
         f"Routed: {result.routed_share:.1%} of all requests ({result.routed}/{result.requests}) were answered by "
-        f"the student.\n"
+        f"the student; {last_share:.1%} in the last window.\n"
         f"Agreement: {result.agreement:.1%} of the routed answers ({result.agreed}/{result.routed}) were the "
         f"student's own generated text, identical to the teacher's.\n"
     )
