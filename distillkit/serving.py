@@ -7,12 +7,14 @@ model, are in :mod:`distillkit.training.providers`.)
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from abc import ABC, abstractmethod
 from typing import Any
 
 from distillkit._context import internal_call
 
-__all__ = ["CompatibleServerProvider", "LLMProvider", "SameClientProvider"]
+__all__ = ["STUDENT_TIMEOUT", "CompatibleServerProvider", "LLMProvider", "SameClientProvider"]
 
 
 class LLMProvider(ABC):
@@ -32,23 +34,39 @@ class LLMProvider(ABC):
         """Asynchronous call; ``client`` is the caller's own (async) client."""
 
 
+#: Seconds before a student that does not answer is given up for the teacher.
+STUDENT_TIMEOUT = 30.0
+
+
 class SameClientProvider(LLMProvider):
-    """The distilled model is served where the teacher is: OpenAI fine-tunes."""
+    """The distilled model is served where the teacher is: OpenAI fine-tunes.
+
+    The caller's client is used with its own budget for the student: no SDK retries and a
+    ``timeout`` (default :data:`STUDENT_TIMEOUT` seconds), so that a failing student costs one
+    attempt before the teacher answers, whatever ``max_retries`` and timeout the caller configured.
+    """
+
+    def __init__(self, *, timeout: float = STUDENT_TIMEOUT) -> None:
+        self._timeout = timeout
+
+    def _budgeted(self, client: Any) -> Any:
+        return client.with_options(max_retries=0, timeout=self._timeout)
 
     def create(self, client: Any, kwargs: dict[str, Any]) -> Any:
         with internal_call():
-            return client.chat.completions.create(**kwargs)
+            return self._budgeted(client).chat.completions.create(**kwargs)
 
     async def acreate(self, client: Any, kwargs: dict[str, Any]) -> Any:
         with internal_call():
-            return await client.chat.completions.create(**kwargs)
+            return await self._budgeted(client).chat.completions.create(**kwargs)
 
 
 class CompatibleServerProvider(LLMProvider):
     """Any OpenAI-compatible server, from ``DISTILLKIT_DISTILLED_BASE_URL`` / ``_API_KEY``.
 
     The SDK's retries are off (``max_retries=0``): when the student is down the teacher should
-    answer at once, not after back-off.
+    answer at once, not after back-off. An ``AsyncOpenAI`` is bound to the event loop it first
+    ran on, so one is kept per loop.
 
     Args:
         base_url: e.g. ``http://localhost:8000/v1`` for vLLM.
@@ -56,12 +74,12 @@ class CompatibleServerProvider(LLMProvider):
         timeout: seconds before giving up on the student and asking the teacher.
     """
 
-    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = STUDENT_TIMEOUT) -> None:
         self.base_url = base_url
         self._api_key = api_key or "not-needed"
         self._timeout = timeout
         self._sync: Any = None
-        self._async: Any = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:  # never show the key
         return f"CompatibleServerProvider(base_url={self.base_url!r})"
@@ -70,11 +88,13 @@ class CompatibleServerProvider(LLMProvider):
         import openai
 
         if asynchronous:
-            if self._async is None:
-                self._async = openai.AsyncOpenAI(
+            loop = asyncio.get_running_loop()
+            client = self._async.get(loop)
+            if client is None:
+                client = self._async[loop] = openai.AsyncOpenAI(
                     base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self._timeout
                 )
-            return self._async
+            return client
         if self._sync is None:
             self._sync = openai.OpenAI(
                 base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self._timeout
