@@ -50,7 +50,11 @@ class SameClientProvider(LLMProvider):
         self._timeout = timeout
 
     def _budgeted(self, client: Any) -> Any:
-        return client.with_options(max_retries=0, timeout=self._timeout)
+        # The caller's own timeout still wins when it is shorter.
+        caller = getattr(client, "timeout", None)
+        seconds = caller if isinstance(caller, (int, float)) else getattr(caller, "read", None)
+        timeout = min(self._timeout, seconds) if isinstance(seconds, (int, float)) else self._timeout
+        return client.with_options(max_retries=0, timeout=timeout)
 
     def create(self, client: Any, kwargs: dict[str, Any]) -> Any:
         with internal_call():
