@@ -96,14 +96,38 @@ def install(client_class: type | None = None) -> None:
 
 
 def uninstall() -> None:
-    """Remove every patch, restoring the SDK's own attributes."""
+    """Remove every patch of ours that is still on top, restoring the SDK's own attribute.
+
+    Another library (Langfuse, OpenTelemetry) may have patched the same attribute after us:
+    restoring the original would remove its patch too. Then ours stays underneath theirs and
+    passes every call straight through while no client is wrapped and no scope is open.
+    """
     with _lock:
-        for (owner, name), original in _originals.items():
-            if original is _INHERITED:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-        _originals.clear()
+        for (owner, name), original in list(_originals.items()):
+            position = _our_position(owner, name)
+            if position == "top":
+                if original is _INHERITED:
+                    delattr(owner, name)
+                else:
+                    setattr(owner, name, original)
+            elif position == "under":
+                continue  # kept, so that a later install() does not stack a second wrapper
+            del _originals[(owner, name)]
+
+
+_OUR_WRAPPERS: set[Any] = set()
+
+
+def _our_position(owner: type, name: str) -> str | None:
+    """Where our wrapper sits on ``owner.name``: ``"top"``, ``"under"`` another patch, or None."""
+    current = owner.__dict__.get(name)
+    depth = 0
+    while current is not None and hasattr(current, "__wrapped__"):  # wrapt's FunctionWrapper and proxies
+        if getattr(current, "_self_wrapper", None) in _OUR_WRAPPERS:
+            return "top" if depth == 0 else "under"
+        current = getattr(current, "__wrapped__", None)
+        depth += 1
+    return None
 
 
 _INHERITED = object()
@@ -113,6 +137,7 @@ def _patch(owner: type, name: str, wrapper: Any) -> None:
     if (owner, name) in _originals:
         return  # never stack two wrappers
     _originals[(owner, name)] = owner.__dict__.get(name, _INHERITED)
+    _OUR_WRAPPERS.add(wrapper)
     wrapt.wrap_function_wrapper(owner, name, wrapper)
 
 
