@@ -264,7 +264,7 @@ class Pipeline:
         self._stats.add_usage(request.namespace, str(model), usage, request.teacher_model if student else None)
         if student or not request.capture or message is None:
             return
-        messages = request.kwargs.get("messages") or []
+        messages = request.messages or []
         # Copy now: callers often append the answer to their own message list right after.
         snapshot = [dict(m) if isinstance(m, dict) else m for m in messages]
         self._writer.submit(Captured(request, snapshot, message, finish_reason, usage))

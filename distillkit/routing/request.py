@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Request",
     "RouteInfo",
+    "as_message",
     "attach",
     "fingerprint",
     "jsonable",
@@ -33,6 +35,8 @@ __all__ = [
     "route_info",
     "unroutable_reason",
 ]
+
+logger = logging.getLogger("distillkit")
 
 #: Request keywords that are transport or distillkit details, never part of the stored task.
 _TRANSPORT_KEYS = frozenset(
@@ -70,6 +74,19 @@ def request_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     Headers are left out on purpose: they can carry credentials.
     """
     return {k: jsonable(v) for k, v in kwargs.items() if k not in _TRANSPORT_KEYS and _given(v)}
+
+
+def as_message(message: Any) -> Any:
+    """A message as a plain dict: the SDK's own message objects (``resp.choices[0].message``,
+    appended by the usual chat or tool-calling loop) are dumped; anything else is left as is."""
+    if isinstance(message, Mapping):
+        return message
+    dump = getattr(message, "model_dump", None)
+    if callable(dump):
+        dumped = dump(exclude_none=True)
+        if isinstance(dumped, Mapping):
+            return dumped
+    return message
 
 
 def _text_of(content: Any) -> str:
@@ -156,6 +173,8 @@ class Request:
     #: ``"student"`` (the teacher answers; also ask the student ``student_model``), or None.
     explore: str | None = None
     student_model: str | None = None
+    #: Why the ``key=`` function gave no query text, when it raised.
+    key_failed: str | None = None
 
     @property
     def stream(self) -> bool:
@@ -166,19 +185,36 @@ class Request:
         return str(self.kwargs.get("model"))
 
     @functools.cached_property
+    def messages(self) -> Any:
+        """The request's messages, SDK message objects as dicts (what routing and capture read)."""
+        messages = self.kwargs.get("messages")
+        if isinstance(messages, Sequence) and not isinstance(messages, (str, bytes)):
+            return [as_message(m) for m in messages]
+        return messages
+
+    @functools.cached_property
+    def _routing_kwargs(self) -> dict[str, Any]:
+        return {**self.kwargs, "messages": self.messages} if "messages" in self.kwargs else self.kwargs
+
+    @functools.cached_property
     def fingerprint(self) -> str:
-        return fingerprint(self.kwargs)
+        return fingerprint(self._routing_kwargs)
 
     @functools.cached_property
     def query(self) -> str:
-        messages = self.kwargs.get("messages") or []
+        messages = self.messages or []
         if self.key is not None:
-            return str(self.key(messages))
+            try:
+                return str(self.key(messages))
+            except Exception as exc:  # the user's function: it must not break the call
+                self.key_failed = f"key function failed: {type(exc).__name__}"
+                logger.warning("distillkit: the key= function raised %r; the teacher answers", exc)
+                return ""  # no query text: not routed, not captured
         return query_text(messages)
 
     @functools.cached_property
     def unroutable(self) -> str | None:
-        return unroutable_reason(self.kwargs)
+        return unroutable_reason(self._routing_kwargs)
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ class Router:
         if request.unroutable is not None:
             return RouteInfo(False, ns, teacher, f"not routable: {request.unroutable}")
         if not request.query.strip():
-            return RouteInfo(False, ns, teacher, "not routable: no query text")
+            return RouteInfo(False, ns, teacher, f"not routable: {request.key_failed or 'no query text'}")
         active = self.active_model(request)
         if active is None:
             return RouteInfo(False, ns, teacher, "no distilled model")
