@@ -24,6 +24,11 @@ __all__ = ["distilled", "scope"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The scopes entered in this context, innermost last, with the options each one replaced.
+_entered: contextvars.ContextVar[tuple[tuple[scope, Options | None], ...]] = contextvars.ContextVar(
+    "distillkit_scopes", default=()
+)
+
 
 class scope:
     """Route the chat calls made inside a ``with`` block under these options.
@@ -46,16 +51,22 @@ class scope:
         distiller: Distiller | None = None,
     ) -> None:
         self.options = Options(namespace, threshold, route, capture, key, distiller)
-        self._tokens: list[contextvars.Token[Options | None]] = []
 
     def __enter__(self) -> Options:
         intercept.scope_entered()
-        merged = self.options.over(options_var.get())
-        self._tokens.append(options_var.set(merged))
+        previous = options_var.get()
+        merged = self.options.over(previous)
+        # Kept per context, not on the object: one scope may be entered by several threads or tasks.
+        _entered.set((*_entered.get(), (self, previous)))
+        options_var.set(merged)
         return merged
 
     def __exit__(self, *exc: object) -> None:
-        options_var.reset(self._tokens.pop())
+        stack = _entered.get()
+        index = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] is self), None)
+        if index is not None:
+            options_var.set(stack[index][1])
+            _entered.set(stack[:index] + stack[index + 1 :])
         intercept.scope_exited()
 
     async def __aenter__(self) -> Options:
