@@ -52,6 +52,7 @@ class ResilientStore:
         #: The current failure was logged here already (callers then log it at debug level only).
         self._reported = False
         self._last_error: StoreError | None = None
+        self._closed = False
 
     @property
     def current(self) -> Store | None:
@@ -67,6 +68,10 @@ class ResilientStore:
         """
         if self._store is None:
             with self._lock:
+                if self._closed:
+                    closed = StoreError("the Distiller was closed; its store is not reopened")
+                    closed.reported = True  # type: ignore[attr-defined]  # not a failure to log per call
+                    raise closed
                 if self._store is None:
                     if time.monotonic() < self._retry_at:
                         error = StoreError(f"the store is unavailable ({self._last_error}); retrying later")
@@ -166,9 +171,12 @@ class ResilientStore:
                 logger.debug("distillkit: closing the failed store: %s", close_exc)
 
     def close(self) -> None:
-        """Release the store if it is open."""
-        if self._store is not None:
+        """Release the store if it is open; it is never opened again here."""
+        with self._lock:
+            self._closed = True
+            store, self._store = self._store, None
+        if store is not None:
             try:
-                self._store.close()
+                store.close()
             except StoreError as exc:  # a folder deleted underneath: nothing left to release
                 logger.warning("distillkit could not close the store cleanly: %s", exc)
