@@ -7,14 +7,19 @@ configuration table is generated from the same names.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from distillkit.errors import ConfigError
+
+logger = logging.getLogger("distillkit")
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -264,6 +269,20 @@ class DistillConfig:
                     variable=variable,
                     fix=f"Use a share between 0 and 1, for example {example}.",
                 )
+        if not isinstance(self.base_model, str) or not self.base_model.strip():
+            raise ConfigError(
+                f"{ENV.BASE_MODEL}={self.base_model!r} is blank.",
+                variable=ENV.BASE_MODEL,
+                fix=f"Name the model to fine-tune, for example {DEFAULT_BASE_MODEL}, or unset it.",
+            )
+        if self.distilled_base_url is not None:
+            url = urlsplit(self.distilled_base_url.strip())
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise ConfigError(
+                    f"{ENV.DISTILLED_BASE_URL}={self.distilled_base_url!r} is not an http(s) URL.",
+                    variable=ENV.DISTILLED_BASE_URL,
+                    fix="Use the server's OpenAI-compatible base URL, for example http://localhost:8000/v1.",
+                )
         if self.judge not in JUDGES:
             raise ConfigError(
                 f"{ENV.JUDGE}={self.judge!r} is not a judge.",
@@ -305,6 +324,7 @@ class DistillConfig:
 
                 load_dotenv(find_dotenv(usecwd=True) if dotenv is True else dotenv, override=False)
             environ = os.environ
+        _warn_unknown(environ)
         values: dict[str, Any] = {}
         text = {
             "path": ENV.PATH,
@@ -322,8 +342,8 @@ class DistillConfig:
             "qdrant_api_key": ENV.QDRANT_API_KEY,
         }
         for name, variable in text.items():
-            if environ.get(variable):
-                values[name] = environ[variable].strip()
+            if environ.get(variable) is not None and (environ[variable] or name == "base_model"):
+                values[name] = environ[variable].strip()  # a blank base model is refused, not ignored
         if environ.get(ENV.THRESHOLD):
             values["threshold"] = _number(environ[ENV.THRESHOLD], ENV.THRESHOLD, float, "a number in [0, 1]")
         if environ.get(ENV.MIN_EXAMPLES):
@@ -362,6 +382,16 @@ class DistillConfig:
     def replace(self, **changes: Any) -> DistillConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _warn_unknown(environ: Mapping[str, str]) -> None:
+    """Warn about a ``DISTILLKIT_*`` variable nobody reads (a typo is otherwise silently ignored)."""
+    known = {v for k, v in vars(ENV).items() if not k.startswith("_") and isinstance(v, str)}
+    for variable in sorted(environ):
+        if variable.startswith("DISTILLKIT_") and variable not in known:
+            close = difflib.get_close_matches(variable, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(known))}"
+            logger.warning("distillkit: %s is not a distillkit setting and is ignored%s", variable, hint)
 
 
 def _number(raw: str, variable: str, kind: type, accepted: str) -> Any:
