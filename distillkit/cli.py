@@ -10,21 +10,48 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
+from distillkit.config import ENV
 from distillkit.errors import DistillkitError, StoreLockedError
 
 __all__ = ["main"]
 
 
-def _distiller() -> Any:
+def _distiller(*, existing: bool = False, open_store: bool = False) -> Any:
+    """The Distiller the environment describes.
+
+    Args:
+        existing: the command reads a store: say so if there is none (rather than create an
+            empty folder wherever it runs).
+        open_store: open it now, so that a locked store fails here, in one line.
+    """
+    from distillkit.config import DistillConfig
     from distillkit.distiller import Distiller
 
-    return Distiller.from_env()
+    config = DistillConfig.from_env()
+    if existing and not config.qdrant_url and not Path(config.path).exists():
+        raise NoStore(
+            f"No store at {Path(config.path).resolve()}: nothing has been captured there.",
+            fix=f"Run this where the application runs, or set {ENV.PATH} (or {ENV.QDRANT_URL}) to its store.",
+        )
+    distiller = Distiller(config)
+    if open_store:
+        try:
+            distiller.store  # noqa: B018 - open it now: a locked or broken store is one line, not a traceback
+        except BaseException:
+            distiller.close()
+            raise
+    return distiller
+
+
+class NoStore(DistillkitError):
+    """The command reads a store, and there is none where the configuration points."""
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    distiller = _distiller()
+    distiller = _distiller(existing=True)
     try:
         report = distiller.status()
     except StoreLockedError:
@@ -94,7 +121,7 @@ def _shown(value: Any) -> str:
 
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
-    distiller = _distiller()
+    distiller = _distiller(existing=True, open_store=True)
     try:
         rounds = distiller.train_now(args.namespace, wait=args.wait, timeout=args.timeout)
     finally:
@@ -116,7 +143,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
-    distiller = _distiller()
+    distiller = _distiller(existing=True, open_store=True)
     target = open(args.output, "w", encoding="utf-8") if args.output else out  # noqa: SIM115
     count = 0
     try:
