@@ -15,6 +15,7 @@ text that never repeats word for word.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,14 @@ if TYPE_CHECKING:
     from distillkit.routing.embedders import Embedder
     from distillkit.store.base import Store
 
-__all__ = ["Calibration", "CurvePoint", "calibrate", "candidate_thresholds"]
+__all__ = ["CALIBRATION_FLOOR", "MIN_DISAGREEING", "Calibration", "CurvePoint", "calibrate", "candidate_thresholds"]
+
+logger = logging.getLogger("distillkit")
+
+#: A calibrated threshold is never below this (a chosen lower one is raised to it, with a warning).
+CALIBRATION_FLOOR = 0.7
+#: Disagreeing pairs needed below a threshold before it is trusted (else none is chosen).
+MIN_DISAGREEING = 3
 
 
 @dataclass(frozen=True)
@@ -127,10 +135,33 @@ def calibrate(
         coverage = len(above) / len(pairs) if pairs else 0.0
         curve.append(CurvePoint(t, round(precision, 4), round(coverage, 4), len(above)))
     chosen = next((c for c in curve if c.pairs >= min_support and c.precision >= target_precision), None)
+    unproven: str | None = None
+    if chosen is not None:
+        # A threshold is only trusted where the data shows precision falling below it: with too
+        # few disagreeing pairs under it (narrow data, a few intents) the lowest candidate "passes".
+        disagreeing = sum(1 for score, agree in pairs if not agree and score < chosen.threshold)
+        if disagreeing < MIN_DISAGREEING:
+            unproven = (
+                f"not enough disagreeing pairs: {disagreeing} below {chosen.threshold:.2f}, {MIN_DISAGREEING} needed"
+                " to show where precision falls (capture more varied traffic)"
+            )
+            chosen = None
+        elif chosen.threshold < CALIBRATION_FLOOR:
+            logger.warning(
+                "distillkit: calibrated threshold %.2f is below the floor %.2f; using the floor",
+                chosen.threshold,
+                CALIBRATION_FLOOR,
+            )
+            chosen = next(c for c in curve if c.threshold >= CALIBRATION_FLOOR)
+            unproven = None
     if not pairs:
         reason = "not enough data: no pairs of stored points with answers"
+    elif unproven is not None:
+        reason = unproven
     elif chosen is not None:
         reason = f"lowest threshold with precision >= {target_precision} over >= {min_support} pairs"
+        if chosen.threshold == CALIBRATION_FLOOR and (chosen.precision < target_precision or chosen.pairs < min_support):
+            reason = f"clamped to the floor {CALIBRATION_FLOOR}"
     elif any(c.pairs and c.precision >= target_precision for c in curve):
         reason = f"not enough data: fewer than {min_support} pairs where precision reaches {target_precision}"
     else:
