@@ -136,6 +136,7 @@ def calibrate(
         curve.append(CurvePoint(t, round(precision, 4), round(coverage, 4), len(above)))
     chosen = next((c for c in curve if c.pairs >= min_support and c.precision >= target_precision), None)
     unproven: str | None = None
+    clamped = False
     if chosen is not None:
         # A threshold is only trusted where the data shows precision falling below it: with too
         # few disagreeing pairs under it (narrow data, a few intents) the lowest candidate "passes".
@@ -153,15 +154,15 @@ def calibrate(
                 CALIBRATION_FLOOR,
             )
             chosen = next(c for c in curve if c.threshold >= CALIBRATION_FLOOR)
-            unproven = None
+            clamped = True
     if not pairs:
         reason = "not enough data: no pairs of stored points with answers"
     elif unproven is not None:
         reason = unproven
     elif chosen is not None:
         reason = f"lowest threshold with precision >= {target_precision} over >= {min_support} pairs"
-        if chosen.threshold == CALIBRATION_FLOOR and (chosen.precision < target_precision or chosen.pairs < min_support):
-            reason = f"clamped to the floor {CALIBRATION_FLOOR}"
+        if clamped:
+            reason = f"raised to the floor {CALIBRATION_FLOOR} (the lowest threshold that qualified was below it)"
     elif any(c.pairs and c.precision >= target_precision for c in curve):
         reason = f"not enough data: fewer than {min_support} pairs where precision reaches {target_precision}"
     else:
