@@ -181,23 +181,6 @@ def test_a_key_function_that_raises_never_reaches_the_caller(client: Any, captur
     assert distillkit.route_info(response) is not None
 
 
-async def test_async_stream_broken_out_of_is_finished_at_once(simulator: Simulator, distiller: Distiller) -> None:
-    client = distillkit.wrap(simulator.async_client(), distiller)
-    stream = await client.chat.completions.create(
-        model="gpt-4.1", messages=[{"role": "user", "content": "Tell me a long story"}], stream=True
-    )
-    async for _chunk in stream:
-        break
-    gc.disable()  # finishing must not wait for the garbage collector
-    try:
-        await asyncio.sleep(0)
-        assert stream.response.is_closed
-        assert distiller.stats()["default"]["requests"] == 1
-    finally:
-        gc.enable()
-    distillkit.unwrap(client)
-
-
 def test_a_distiller_never_closed_is_not_kept_alive_by_its_writer(simulator: Simulator, tmp_path: Path) -> None:
     distiller = Distiller(DistillConfig(path=str(tmp_path / "store")))
     client = distillkit.wrap(simulator.client(), distiller)
@@ -206,8 +189,10 @@ def test_a_distiller_never_closed_is_not_kept_alive_by_its_writer(simulator: Sim
     distillkit.unwrap(client)
     ref = weakref.ref(distiller)
     del distiller, client
-    for _ in range(3):
+    deadline = time.monotonic() + 20  # the idle writer thread ends after about a second
+    while ref() is not None and time.monotonic() < deadline:
         gc.collect()
+        time.sleep(0.2)
     assert ref() is None
 
 

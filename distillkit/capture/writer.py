@@ -20,6 +20,9 @@ __all__ = ["CaptureWriter"]
 
 logger = logging.getLogger("distillkit")
 
+#: Seconds without work after which the writer thread ends (a new one starts on the next capture).
+IDLE_EXIT_S = 1.0
+
 T = TypeVar("T")
 
 
@@ -131,7 +134,12 @@ class CaptureWriter(Generic[T]):
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
-                    self._cond.wait()
+                    if not self._cond.wait(IDLE_EXIT_S) and not self._queue and not self._closed:
+                        # Idle: end the thread (the next submit starts another), so that a thread
+                        # waiting for work never keeps a Distiller nobody closed alive for ever.
+                        if self._thread is threading.current_thread():
+                            self._thread = None
+                        return
                 if not self._queue and self._closed:
                     return
                 batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
