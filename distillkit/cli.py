@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,11 +39,18 @@ def _distiller(*, existing: bool = False, open_store: bool = False) -> Any:
         )
     distiller = Distiller(config)
     if open_store:
+        # Open it now: a locked or broken store is the command's one-line error (printed by main),
+        # not a traceback, nor the warning an application logs when it cannot open its store.
+        library_logger = logging.getLogger("distillkit")
+        level = library_logger.level
+        library_logger.setLevel(logging.ERROR)
         try:
-            distiller.store  # noqa: B018 - open it now: a locked or broken store is one line, not a traceback
+            distiller.store  # noqa: B018
         except BaseException:
             distiller.close()
             raise
+        finally:
+            library_logger.setLevel(level)
     return distiller
 
 
