@@ -22,8 +22,8 @@ The headline figures are over test queries of streamed intents (as TRACER's are 
 traffic); the unseen intents are reported separately and in the all-traffic accuracy.
 
 Subsampling, to fit about 45 minutes on 2 idle cores: ``--train-per-intent`` training queries and
-``--test-per-intent`` test queries per intent (seeded), one epoch per round (incremental: each round
-continues the active adapter on the new captures), answers capped at ``MAX_TOKENS`` tokens.
+``--test-per-intent`` test queries per intent (seeded), incremental rounds (each round
+continues the active adapter on the new captures), two epochs per round, answers capped at ``MAX_TOKENS`` tokens.
 
     python benchmarks/bench_stream.py             # all 77 intents (about 45 min on 2 idle cores)
     python benchmarks/bench_stream.py --quick     # 10 intents, a few minutes
@@ -64,11 +64,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--train-per-intent", type=int, default=None, help="stream queries per intent (40; --quick 16)")
     parser.add_argument("--test-per-intent", type=int, default=None, help="test queries per intent (10; --quick 4)")
     parser.add_argument("--round-every", type=int, default=None, help="requests between rounds (700; --quick 64)")
-    parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (1; --quick 2)")
+    parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     quick = {"intents": 10, "unseen": 2, "train_per_intent": 16, "test_per_intent": 4, "round_every": 64, "epochs": 2}
-    full = {"intents": 77, "unseen": 7, "train_per_intent": 40, "test_per_intent": 10, "round_every": 700, "epochs": 1}
+    full = {"intents": 77, "unseen": 7, "train_per_intent": 40, "test_per_intent": 10, "round_every": 700, "epochs": 2}
     defaults = quick if args.quick else full
     for name, value in defaults.items():
         if getattr(args, name) is None:
