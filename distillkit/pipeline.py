@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import weakref
 from collections.abc import Callable
@@ -184,7 +185,7 @@ class Pipeline:
         if request.raw is not None or request.stream or request.signals is None or request.student_model is None:
             return
         teacher, _ = response_message(result)
-        kwargs = self._student_kwargs(request, request.student_model)
+        kwargs = _snapshot(self._student_kwargs(request, request.student_model))
         provider, signals = self.llm_provider, request.signals
         if asynchronous:
 
@@ -205,7 +206,7 @@ class Pipeline:
         assert request.info is not None and request.info.model is not None
         signals = request.signals
         student, _ = response_message(result)
-        kwargs = dict(request.kwargs)
+        kwargs = _snapshot(request.kwargs)
         namespace, model = request.namespace, request.info.model
         if asynchronous:
 
@@ -268,6 +269,18 @@ class Pipeline:
         # Copy now: callers often append the answer to their own message list right after.
         snapshot = [dict(m) if isinstance(m, dict) else m for m in messages]
         self._writer.submit(Captured(request, snapshot, message, finish_reason, usage))
+
+
+def _snapshot(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request as it was sent, for a check that runs later in the background.
+
+    Callers often append the answer to their own ``messages`` (or edit it) right after the call;
+    a check sharing that list would ask a different question.
+    """
+    messages = kwargs.get("messages")
+    if isinstance(messages, list):
+        return {**kwargs, "messages": copy.deepcopy(messages)}
+    return dict(kwargs)
 
 
 def describe(exc: BaseException) -> str:

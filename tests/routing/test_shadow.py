@@ -186,3 +186,27 @@ def test_agreement_measures() -> None:
     assert same == 1.0
     assert agreement({}, {"tool_calls": [call("f", {"x": 1}, "a")]}, {"tool_calls": [call("g", {"x": 1}, "a")]}) == 0
     assert agreement({}, {"content": "hi"}, {"tool_calls": [call("f", {}, "a")]}) == 0.0
+
+
+async def test_a_shadow_check_asks_the_teacher_the_request_as_it_was_sent(
+    simulator: Simulator, store_path: Path
+) -> None:
+    distiller = make(store_path)
+    try:
+        trained(simulator, distiller)
+        client = distillkit.wrap(simulator.async_client(), distiller)
+        messages: list[Any] = [{"role": "user", "content": KNOWN[1]}]
+        response = await client.chat.completions.create(model="gpt-4.1", messages=messages)
+        assert distillkit.route_info(response).routed
+        # The caller goes on with its conversation before the check (a task on this loop) has run.
+        messages[0]["content"] = "edited in place"
+        messages.append({"role": "assistant", "content": response.choices[0].message.content})
+        messages.append({"role": "user", "content": "And a follow-up question?"})
+        simulator.reset_log()
+        assert await asyncio.to_thread(distiller.wait_shadows, 10)
+        asked = simulator.chat_requests("gpt-4.1")
+        assert [r["messages"] for r in asked] == [[{"role": "user", "content": KNOWN[1]}]]
+        distillkit.unwrap(client)
+        await client.close()
+    finally:
+        distiller.close()
