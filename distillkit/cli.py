@@ -7,9 +7,12 @@ or ``QDRANT_URL``, read with the same rules as the library, ``.env`` included).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -152,16 +155,31 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     distiller = _distiller(existing=True, open_store=True)
-    target = open(args.output, "w", encoding="utf-8") if args.output else out  # noqa: SIM115
+    tmp: str | None = None
+    if args.output:
+        # Written beside the target and renamed over it once complete: a failed export (a locked
+        # store, a full disk) leaves an earlier export as it was.
+        folder = os.path.dirname(os.path.abspath(args.output))
+        fd, tmp = tempfile.mkstemp(prefix=".distillkit-export-", suffix=".tmp", dir=folder)
+        target: TextIO = os.fdopen(fd, "w", encoding="utf-8")
+    else:
+        target = out
     count = 0
     try:
         for example in distiller.trainer.export(args.namespace):
             target.write(json.dumps(example, ensure_ascii=False) + "\n")
             count += 1
+        if tmp is not None:
+            target.close()
+            os.replace(tmp, args.output)
+            tmp = None
     finally:
         distiller.close()
         if target is not out:
             target.close()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     if args.output:
         print(f"{count} examples written to {args.output}", file=sys.stderr)
     return 0

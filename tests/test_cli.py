@@ -135,3 +135,18 @@ def test_status_shows_each_rounds_promotion_gate(
     [first, second] = json.loads(out)["default"]["rounds"]
     assert (first["status"], first["evaluation"]["verdict"], first["evaluation"]["n"]) == ("rejected", "rejected", 2)
     assert (second["status"], second["evaluation"]["agreement"]) == ("succeeded", 1.0)
+
+
+def test_export_to_a_file_on_a_locked_store_keeps_the_earlier_export(populated: Path, tmp_path: Path) -> None:
+    target = tmp_path / "train.jsonl"
+    assert cli("export", "--namespace", "support", "-o", str(target))[0] == 0
+    earlier = target.read_text()
+    holder = Distiller(DistillConfig(path=str(populated)))
+    holder.store  # noqa: B018 - an application holds the store
+    try:
+        code, _ = cli("export", "--namespace", "support", "-o", str(target))
+    finally:
+        holder.close()
+    assert code == 2
+    assert target.read_text() == earlier and earlier
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".distillkit-export")) == []
