@@ -50,13 +50,27 @@ def _import_quietly(name: str) -> Any:
     """
     import importlib
     import logging
+    import sys
 
     with _QUIET_IMPORT:
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
+        original = logging.basicConfig
+
+        def basic_config(*args: Any, **kwargs: Any) -> None:
+            # Only the imported package's own calls are skipped: undoing them afterwards is not
+            # enough, as the host's other threads would log through the changed root logger
+            # meanwhile (the import takes a second or more).
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller == name or caller.startswith(name + "."):
+                return
+            original(*args, **kwargs)
+
+        logging.basicConfig = basic_config
         try:
             return importlib.import_module(name)
         finally:
+            logging.basicConfig = original
             root.handlers[:] = handlers
             root.setLevel(level)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -57,3 +58,24 @@ def test_openai_embedder_through_the_simulator(simulator: Simulator) -> None:
 def test_unknown_embedder_names_the_choices() -> None:
     with pytest.raises(ConfigError, match="wordllama, minilm or openai"):
         make_embedder("bert")
+
+
+def test_loading_the_embedder_never_changes_the_host_programs_logging_meanwhile() -> None:
+    # A host thread logs at INFO while the embedder loads (the capture writer loads it in the
+    # background): with the root logger left alone, none of those lines is printed.
+    program = textwrap.dedent(
+        """
+        import logging, threading
+        from distillkit.routing.embedders import make_embedder
+        stop = threading.Event()
+        def host():
+            while not stop.is_set():
+                logging.getLogger("hostlib").info("host line")
+        t = threading.Thread(target=host); t.start()
+        make_embedder("wordllama").embed(["hello"])
+        stop.set(); t.join()
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "host line" not in run.stderr
