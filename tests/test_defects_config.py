@@ -150,3 +150,28 @@ def test_calibrate_save_never_goes_below_the_floor_on_narrow_data(
         assert saved is None or saved >= CALIBRATION_FLOOR
     finally:
         distiller.close()
+
+
+def test_export_to_a_file_on_a_locked_store_keeps_the_earlier_export(simulator: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "held"
+    holder = Distiller(DistillConfig(path=str(path)))
+    client = distillkit.wrap(simulator.client(), holder)
+    earlier = tmp_path / "train.jsonl"
+    earlier.write_text('{"messages": []}\n')
+    try:
+        ask(client, "keep the store open")
+        assert holder.flush(10)
+        env = {**os.environ, "DISTILLKIT_PATH": str(path)}
+        done = subprocess.run(
+            [sys.executable, "-m", "distillkit.cli", "export", "-o", str(earlier)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        distillkit.unwrap(client)
+        holder.close()
+    assert done.returncode != 0
+    assert earlier.read_text() == '{"messages": []}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held", "train.jsonl"]  # no temporary file left
