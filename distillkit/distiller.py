@@ -423,7 +423,12 @@ class Distiller:
         client = self.pipeline.last_client()
         if client is None:
             provider = self._fine_tuning_provider or (self._trainer.fine_tuning_provider if self._trainer else None)
-            client = getattr(provider, "client", None) or self._training_client
+            client = self._training_client or self._seen_client() or getattr(provider, "client", None)
+        return client
+
+    def _seen_client(self) -> Any:
+        """The application's latest sync client, or a sync copy of its async one; None if none was seen."""
+        client = self.pipeline.last_client()
         if client is None and (aclient := self.pipeline.last_client(asynchronous=True)) is not None:
             import openai
 
@@ -447,7 +452,8 @@ class Distiller:
             return LoRAFineTuningProvider(config.lora_dir, base_model=config.base_model, server=server)
         from distillkit.training import OpenAIFineTuningProvider
 
-        return OpenAIFineTuningProvider(self._training_client)
+        # No client given: the application's own (its key and base URL), else OpenAI() from the environment.
+        return OpenAIFineTuningProvider(self._training_client, default_client=self._seen_client)
 
     def start(self) -> None:
         """Start the training scheduler thread: a round every ``config.train_every`` seconds."""

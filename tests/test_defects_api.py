@@ -215,3 +215,20 @@ def test_compatible_server_student_works_from_two_event_loops(simulator: Simulat
         assert first.routed and second.routed, (first.reason, second.reason)
     finally:
         distiller.close()
+
+
+def test_training_uses_the_wrapped_clients_key_and_base_url(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)  # the key is given in code, as many users do
+    distiller = Distiller(DistillConfig(path=str(tmp_path / "store"), min_examples=10, holdout=0.0))
+    try:
+        client = distillkit.wrap(simulator.client(), distiller)
+        for i in range(12):
+            ask(client, f"Where is my card number {i}?")
+        [round_] = distiller.train_now()
+        assert round_.status not in ("failed", "error"), round_.reason
+        assert round_.job_id
+    finally:
+        distiller.close()

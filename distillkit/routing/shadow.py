@@ -379,18 +379,4 @@ class ShadowChecks:
                 },
             )
             self._registry.deactivate(namespace)
-            # Indexed points are ones the active model learnt; with none active, none is. The next
-            # round then trains from the base model on every point, not only on the new ones
-            # (an incremental round from the base model would leave the old points unlearnt).
-            unflipped = [p.id for p in store.scroll(namespace=namespace, indexed=True)]
-            for start in range(0, len(unflipped), 256):
-                store.set_payload(
-                    unflipped[start : start + 256], {"indexed": False, "distilled_model": None, "job_id": None}
-                )
-        logger.warning(
-            "distillkit: %s demoted in %r (%s); the teacher answers, and its %d trained points wait for a new round",
-            model,
-            namespace,
-            reason,
-            len(unflipped),
-        )
+        logger.warning("distillkit: %s demoted in %r (%s); the teacher answers", model, namespace, reason)

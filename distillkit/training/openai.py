@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from distillkit._context import internal_call
@@ -118,16 +118,22 @@ class OpenAIFineTuningProvider(FineTuningProvider):
 
     name = "openai"
 
-    def __init__(self, client: Any = None) -> None:
+    def __init__(self, client: Any = None, *, default_client: Callable[[], Any] | None = None) -> None:
         self._client = client
+        self._default_client = default_client
         self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        """The OpenAI client (built on first use when none was given)."""
+        """The OpenAI client: the one given; else ``default_client()`` (the :class:`~distillkit.Distiller`
+        passes the application's own wrapped client, so its key and base URL are used); else
+        ``openai.OpenAI()`` from the environment (a ``distillkit train`` worker that saw no request)."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
+                    seen = self._default_client() if self._default_client is not None else None
+                    if seen is not None:
+                        return seen  # not kept: the application may build another client later
                     import openai
 
                     self._client = openai.OpenAI()

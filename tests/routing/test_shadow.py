@@ -210,25 +210,3 @@ async def test_a_shadow_check_asks_the_teacher_the_request_as_it_was_sent(
         await client.close()
     finally:
         distiller.close()
-
-
-def test_a_demotion_unflips_the_points_so_the_next_round_learns_them_again(
-    disagreeing: Simulator, store_path: Path
-) -> None:
-    distiller = make(store_path)
-    try:
-        client = trained(disagreeing, distiller)
-        old = {p.id for p in distiller.store.scroll(namespace="default", indexed=True)}
-        assert old
-        for _ in range(5):
-            checked(client, distiller, KNOWN[0])
-        assert distiller.registry.get("default") is None  # demoted
-        # No point claims to be learnt by a model that is gone: the router's rule holds.
-        assert distiller.store.count(namespace="default", indexed=True) == 0
-        # A later round (here by hand, as a successful job does) takes the old points with the new ones.
-        ask(client, "Can I change the delivery address of my card?")
-        flipped = train_by_hand(distiller, "default", STUDENT + "-2", disagreeing)
-        assert old <= set(flipped)
-        distillkit.unwrap(client)
-    finally:
-        distiller.close()
