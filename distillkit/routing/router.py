@@ -147,7 +147,12 @@ class Router:
             return RouteInfo(False, ns, teacher, "no distilled model")
         try:
             fingerprint = request.fingerprint
-            vector = request.vector = self._embedder().embed([request.query])[0]
+            embedder = self._embedder()
+            fits = getattr(embedder, "fits", None)
+            if fits is not None and not fits(request.query):
+                # A vector of the first tokens would stand for another request: never compare it.
+                return RouteInfo(False, ns, teacher, "longer than the embedder's window", fingerprint=fingerprint)
+            vector = request.vector = embedder.embed([request.query])[0]
             agreement = self.rule == "agreement"
             limit = max(1, self.neighbours) if agreement else 1
             hits = self._store().search(
