@@ -157,14 +157,16 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(texts)
-        rows = [e.ids if len(e.ids) <= self.max_tokens else [*e.ids[: self.max_tokens - 1], e.ids[-1]] for e in encodings]
-        width = max(len(r) for r in rows)
-        ids = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-        (vectors,) = self._session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        # One text per run: dynamic int8 scales each activation tensor by its own range, so in a
+        # padded batch a text's vector would depend on its neighbours (cosine about 0.98 to the
+        # same text alone), and a captured text would not meet itself again at 1.0.
+        for i, encoding in enumerate(encodings):
+            ids = encoding.ids
+            if len(ids) > self.max_tokens:
+                ids = [*ids[: self.max_tokens - 1], ids[-1]]  # its first tokens, then [SEP]
+            row = np.array([ids], dtype=np.int64)
+            (vectors[i : i + 1],) = self._session.run(["embedding"], {"input_ids": row, "attention_mask": np.ones_like(row)})
         return _normalise(vectors)
 
 

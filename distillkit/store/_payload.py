@@ -83,15 +83,32 @@ def check_vector(vector: Vector | None, dim: int) -> list[float]:
     return values
 
 
+#: Embedder names a store records, and the ``DISTILLKIT_EMBEDDER`` value that makes them again.
+_EMBEDDER_SETTINGS = (
+    ("wordllama-", "wordllama"),
+    ("all-MiniLM-L6-v2-onnx-", "minilm"),
+    ("openai:", "openai:"),
+)
+
+
 def mismatch_error(stored: EmbedderInfo, configured: EmbedderInfo, where: str) -> EmbedderMismatchError:
     """The error raised when a store is opened with another embedder than the one that built it."""
+    setting = next((value for prefix, value in _EMBEDDER_SETTINGS if stored.name.startswith(prefix)), None)
+    if setting == "openai:":
+        setting = "openai:" + stored.name.split(":")[1]
+    if setting:
+        again = f"or set DISTILLKIT_EMBEDDER={setting} to keep using this store"
+    elif stored.name == "all-MiniLM-L6-v2":
+        again = "(the sentence-transformers MiniLM embedder is gone: its stores need a new DISTILLKIT_PATH)"
+    else:
+        again = f"or configure {stored.name!r} again"
     return EmbedderMismatchError(
         f"{where} was built with embedder {stored.name!r} (dim {stored.dim}), "
         f"but embedder {configured.name!r} (dim {configured.dim}) is configured.",
         variable="DISTILLKIT_PATH",
         fix=(
-            "Use a new DISTILLKIT_PATH (or another collection) for the new embedder, "
-            f"or configure {stored.name!r} again."
+            "Use a new DISTILLKIT_PATH (or another collection) for the new embedder "
+            "(its requests are captured and trained again), " + again + "."
         ),
     )
 

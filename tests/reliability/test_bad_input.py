@@ -87,8 +87,10 @@ def test_what_is_stored_is_what_was_sent(client: Any, distiller: Distiller) -> N
 
     stored = {p["query"]: p for p in assert_nothing_corrupt(distiller)}
 
-    assert set(stored) == {EMOJI, "balance of my account?", CASES["a 1 MB message"][0]["content"]}  # type: ignore[index]
+    # The key covers the whole conversation: the last user message first, then the newer turns.
+    balance = "balance of my account?\n\ntool: 42\n\nassistant: get_balance({})"
+    assert set(stored) == {EMOJI, balance, CASES["a 1 MB message"][0]["content"]}  # type: ignore[index]
     assert stored[EMOJI]["messages"] == CASES["unicode and emoji"]
     assert stored[EMOJI]["response"]["content"] == f"Answer: {EMOJI}"
-    assert stored["balance of my account?"]["messages"] == CASES["None content with tool calls"]
+    assert stored[balance]["messages"] == CASES["None content with tool calls"]
     assert distiller.stats()["default"].skipped == 1  # no user message: nothing to route on, not stored

@@ -258,3 +258,40 @@ def test_a_request_the_teacher_answered_differently_since_training_is_not_routed
     assert response.model == "gpt-4.1" and response.choices[0].message.content == damaged
     with distillkit.scope(threshold=0.5):
         assert distillkit.route_info(ask(client, "When will my new card arrive??")).routed  # the trained kind still is
+
+
+def _conversation(earlier: str, last: str = "How long does it take?") -> list[dict[str, str]]:
+    return [
+        {"role": "user", "content": earlier},
+        {"role": "assistant", "content": "Sure, I can help with that."},
+        {"role": "user", "content": last},
+    ]
+
+
+def test_conversations_that_end_alike_but_differ_before_are_different_requests(
+    simulator: Simulator, client: Any, distiller: Distiller
+) -> None:
+    client.chat.completions.create(model="gpt-4.1", messages=_conversation("I ordered a new card last week."))
+    train_by_hand(distiller, "default", STUDENT, simulator)
+
+    same = client.chat.completions.create(model="gpt-4.1", messages=_conversation("I ordered a new card last week!"))
+    assert distillkit.route_info(same).routed
+    other = client.chat.completions.create(
+        model="gpt-4.1", messages=_conversation("I sent an international bank transfer to Germany.")
+    )
+    info = distillkit.route_info(other)
+    assert not info.routed and info.reason == "below threshold"
+    assert info.similarity is not None and info.similarity < 0.8  # the last words alone would give 1.0
+
+
+def test_a_text_longer_than_the_embedders_window_goes_to_the_teacher(
+    simulator: Simulator, client: Any, distiller: Distiller
+) -> None:
+    long = "Please check every transaction on my account this month. " * 40  # about 400 tokens
+    assert not distiller.embedder.fits(long)  # type: ignore[attr-defined]
+    ask(client, long)
+    train_by_hand(distiller, "default", STUDENT, simulator)  # the very same text is trained
+
+    info = distillkit.route_info(ask(client, long))
+    assert not info.routed and info.reason == "longer than the embedder's window"
+    assert info.model == "gpt-4.1"
