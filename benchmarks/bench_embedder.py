@@ -52,7 +52,8 @@ def main() -> None:
         per_second = rounds * 32 / (time.perf_counter() - t)
         p50, p99 = np.percentile(np.array(times) * 1000, [50, 99])
         print(
-            f"{embedder.name:32s} load {load:5.2f} s  p50 {p50:.3f} ms  p99 {p99:.3f} ms  batch-32 {per_second:,.0f} texts/s"
+            f"{embedder.name:32s} load {load:5.2f} s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
+            f"  batch-32 {per_second:,.0f} texts/s"
         )
 
 

