@@ -7,9 +7,8 @@ reported. Sized to run in seconds; ``benchmarks/bench_load.py`` runs the full 8 
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import random
 import threading
 from collections.abc import Iterator
