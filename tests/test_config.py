@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert config.path == "./.distillkit"
     assert config.threshold == 0.9
     assert config.namespace == "default"
-    assert config.embedder == "wordllama"
+    assert config.embedder == "minilm"
     assert config.base_model == DEFAULT_BASE_MODEL
     assert config.min_examples >= 10
 
