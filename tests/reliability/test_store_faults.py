@@ -121,11 +121,12 @@ def test_store_closed_underneath(wrapped: Any, resilient: Distiller) -> None:
 _HOLDER = textwrap.dedent(
     """
     import sys
-    from distillkit.routing.embedders import WordLlamaEmbedder
+    from distillkit.config import DistillConfig
+    from distillkit.routing.embedders import make_embedder
     from distillkit.store.base import EmbedderInfo
     from distillkit.store.edge import EdgeStore
 
-    embedder = WordLlamaEmbedder()
+    embedder = make_embedder(DistillConfig().embedder)  # the one the test's Distiller uses
     store = EdgeStore(sys.argv[1], EmbedderInfo(embedder.name, embedder.dim))
     print("holding", flush=True)
     sys.stdin.read()
