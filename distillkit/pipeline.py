@@ -111,6 +111,9 @@ class Pipeline:
         """Answer one intercepted asynchronous call; embedding and search run off the event loop."""
         self._seen(call.client, True)
         request = self._prepare(call)
+        if request.route and not self.router.registry.fresh:
+            # Reading the registry may open the store (seconds, the first time): not on the event loop.
+            await asyncio.to_thread(self.router.active_model, request)
         if self.router.needs_lookup(request):
             info = await asyncio.to_thread(self.router.decide, request)
         else:

@@ -104,6 +104,11 @@ class ModelRegistry:
         self._loaded_at = -float("inf")
         self._lock = threading.Lock()
 
+    @property
+    def fresh(self) -> bool:
+        """Whether :meth:`get` answers from memory now (no store read, nor a first store open)."""
+        return time.monotonic() - self._loaded_at <= self._ttl
+
     def get(self, namespace: str) -> ActiveModel | None:
         if time.monotonic() - self._loaded_at > self._ttl:
             self.refresh()

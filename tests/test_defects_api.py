@@ -232,3 +232,21 @@ def test_training_uses_the_wrapped_clients_key_and_base_url(
         assert round_.job_id
     finally:
         distiller.close()
+
+
+async def test_async_calls_read_the_registry_off_the_event_loop(simulator: Simulator, tmp_path: Path) -> None:
+    distiller = Distiller(DistillConfig(path=str(tmp_path / "store")))
+    on_loop: list[bool] = []
+    refresh = distiller.registry.refresh
+
+    def observed_refresh() -> None:  # the real read, noting which thread does it
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        refresh()
+
+    distiller.registry.refresh = observed_refresh  # type: ignore[method-assign]
+    try:
+        client = distillkit.wrap(simulator.async_client(), distiller)
+        await client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "first"}])
+        assert on_loop and not any(on_loop)  # the first read also opened the store: off the loop
+    finally:
+        distiller.close()
