@@ -1,6 +1,6 @@
-"""The ``distillkit`` command: status, train, export, calibrate, demo.
+"""The ``distillkit`` command: status, train, export, calibrate, serve-student, demo.
 
-Every command but ``demo`` works on the store the environment points at (``DISTILLKIT_PATH``
+Every command but ``demo`` and ``serve-student`` works on the store the environment points at (``DISTILLKIT_PATH``
 or ``QDRANT_URL``, read with the same rules as the library, ``.env`` included).
 """
 
@@ -226,6 +226,19 @@ def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if saved is not None and saved.startswith("not saved") else 0
 
 
+def cmd_serve_student(args: argparse.Namespace, out: TextIO) -> int:
+    from distillkit.student import StudentServer
+
+    server = StudentServer(
+        args.base, host=args.host, port=args.port, n_threads=args.threads, n_ctx=args.ctx, logprobs=args.logprobs
+    )
+    out.write(f"distillkit student: {server.model} on {server.base_url} (Ctrl-C stops it)\n")
+    out.flush()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from distillkit import demo
 
@@ -266,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--save", action="store_true", help="store it as the namespace's threshold")
     calibrate.add_argument("--json", action="store_true", help="print JSON")
     calibrate.set_defaults(run=cmd_calibrate)
+
+    serve = commands.add_parser(
+        "serve-student", help="serve the CPU student (llama.cpp) and its LoRA adapters, OpenAI-compatible"
+    )
+    serve.add_argument("--base", default="smollm2-135m", help="smollm2-135m (default) or a .gguf file")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8011, help="port (default 8011)")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")
+    serve.add_argument("--ctx", type=int, default=1024, help="context length in tokens (default 1024)")
+    serve.add_argument("--logprobs", action="store_true", help="allow logprobs (slower for every request)")
+    serve.set_defaults(run=cmd_serve_student)
 
     demo = commands.add_parser("demo", help="run the whole loop offline: the simulator teaches, SmolLM2 learns")
     demo.add_argument(

@@ -10,8 +10,9 @@ hardware you control. It reads the same training file as OpenAI's provider (the 
   status, progress (step, loss) and log into that folder. Training never runs in the
   application's process, and a crash there is a failed job, not a crashed application.
 * :meth:`~LoRAFineTuningProvider.poll` reads the folder. Once the adapter is saved, it is
-  registered with a running vLLM server through its runtime LoRA API
-  (``POST /v1/load_lora_adapter``), under the name the router then sends requests to.
+  registered with a running server through vLLM's runtime LoRA API
+  (``POST /v1/load_lora_adapter``), under the name the router then sends requests to: vLLM on
+  a GPU, or :class:`distillkit.student.StudentServer` (llama.cpp) on a CPU.
 * :meth:`~LoRAFineTuningProvider.cancel` stops the process.
 
 Everything about a job lives in its folder, so a restarted application (or a ``distillkit
@@ -19,8 +20,9 @@ train`` worker) polls a job that an earlier process started. Whether the trainin
 still alive is told by an advisory lock (``flock``) that it holds on ``lock`` for as long as it
 runs: the lock is taken before the process starts and goes away with it, however it ends.
 
-Install with ``pip install 'distillkit[lora]'`` (torch, transformers, peft). Only the training
-process imports them; this module does not.
+Install with ``pip install 'distillkit[lora]'`` (torch, transformers, peft), or
+``'distillkit[local]'`` for the packaged CPU student ``smollm2-135m`` and its llama.cpp server.
+Only the training process imports them; this module does not.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 
 from distillkit.config import DEFAULT_BASE_MODEL, ENV
 from distillkit.errors import ConfigError, TrainingError
+from distillkit.training.lora.base_models import SMOLLM2, local_model
 from distillkit.training.lora.files import (
     ADAPTER,
     CANCEL,
@@ -121,6 +124,25 @@ class LoRASettings:
                 f"LoRASettings.learning_rate={self.learning_rate!r} is not positive.", variable="learning_rate"
             )
 
+    @classmethod
+    def small_cpu(cls, **overrides: Any) -> LoRASettings:
+        """Settings for a ~100M-parameter model such as ``smollm2-135m`` trained on a CPU.
+
+        A higher learning rate and short examples: 20-30 steps learn a canned answer per
+        intent. The default when the base model is a packaged one (:data:`SMOLLM2`).
+        """
+        values: dict[str, Any] = {
+            "rank": 16,
+            "alpha": 32,
+            "dropout": 0.0,
+            "epochs": 2,
+            "learning_rate": 1e-3,
+            "batch_size": 8,
+            "max_length": 128,
+            "device": "cpu",
+        }
+        return cls(**{**values, **overrides})
+
 
 class LoRAFineTuningProvider(FineTuningProvider):
     """Trains LoRA adapters in separate processes; registers them with vLLM.
@@ -128,13 +150,16 @@ class LoRAFineTuningProvider(FineTuningProvider):
     Args:
         work_dir: where job folders are kept (created owner-only). Adapters stay here: vLLM loads
             them from these paths, so keep it on a disk the server can read.
-        base_model: the open model to adapt: a local folder or a hub id such as
-            ``Qwen/Qwen2.5-0.5B-Instruct``. Default: the ``base_model`` the trainer passes
+        base_model: the open model to adapt: ``"smollm2-135m"`` (SmolLM2-135M-Instruct, packaged
+            in ``distillkit[local]``, the default for machines without a GPU; served by
+            :class:`distillkit.student.StudentServer`), a local folder, a ``.gguf`` file, or a hub
+            id such as ``Qwen/Qwen2.5-0.5B-Instruct``. Default: the ``base_model`` the trainer passes
             (``DISTILLKIT_BASE_MODEL``), which must then name an open model.
         server: where adapters are registered once trained (a :class:`VLLMServer` or its base
             URL). ``None``: the adapter's name is activated without registering it, for a
             server you load adapters into yourself.
-        settings: hyperparameters (:class:`LoRASettings`).
+        settings: hyperparameters (default: :meth:`LoRASettings.small_cpu` for a packaged base
+            model such as ``smollm2-135m``, else :class:`LoRASettings`'s defaults).
         python: the interpreter that runs training (default: this one); it needs
             ``distillkit[lora]`` installed.
 
@@ -165,7 +190,8 @@ class LoRAFineTuningProvider(FineTuningProvider):
         self.work_dir = Path(work_dir).expanduser().resolve()
         self.base_model = base_model
         self.server = VLLMServer(server) if isinstance(server, str) else server
-        self.settings = settings or LoRASettings()
+        packaged = base_model is not None and local_model(base_model) is not None
+        self.settings = settings or (LoRASettings.small_cpu() if packaged else LoRASettings())
         self.python = python or sys.executable
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -175,7 +201,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
     # --- FineTuningProvider ---------------------------------------------------------------------
 
     def start(self, training_file: bytes, *, base_model: str, namespace: str, suffix: str | None = None) -> str:
-        base, init_adapter = self._resolve_base(base_model)
+        base, init_adapter, system_prompt = self._resolve_base(base_model)
         job_id = f"distillkit-{suffix or 'lora'}-{uuid.uuid4().hex[:12]}"
         folder = self.job_dir(job_id)
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -186,6 +212,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
             "namespace": namespace,
             "base_model": base,
             "init_adapter": init_adapter,
+            "system_prompt": system_prompt,
             "settings": asdict(self.settings),
             "created_at": time.time(),
         }
@@ -269,22 +296,27 @@ class LoRAFineTuningProvider(FineTuningProvider):
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _resolve_base(self, requested: str) -> tuple[str, str | None]:
-        """The base weights to load, and the adapter to continue from (incremental training)."""
+    def _resolve_base(self, requested: str) -> tuple[str, str | None, str | None]:
+        """The base weights to load, the adapter to continue from (incremental training), and
+        the system prompt put first when an example has none (packaged models only)."""
         if _is_job_id(requested):
             previous = self.work_dir / requested
             spec = read_json(previous / SPEC)
             if spec is not None and (previous / ADAPTER / "adapter_config.json").is_file():
-                return str(spec["base_model"]), str(previous / ADAPTER)
+                return str(spec["base_model"]), str(previous / ADAPTER), spec.get("system_prompt")
         base = self.base_model or requested
+        packaged = local_model(base)
+        if packaged is not None:
+            return str(packaged.gguf), None, packaged.system_prompt
         if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
             raise ConfigError(
                 f"LoRA training needs an open-weights base model, not {base!r}.",
                 variable=ENV.BASE_MODEL,
-                fix="Pass LoRAFineTuningProvider(base_model=...) or set DISTILLKIT_BASE_MODEL to a local folder "
-                "or a hub id such as Qwen/Qwen2.5-0.5B-Instruct.",
+                fix=f"Pass LoRAFineTuningProvider(base_model=...) or set DISTILLKIT_BASE_MODEL to {SMOLLM2!r} "
+                "(runs on a CPU, pip install 'distillkit[local]'), a local folder, a .gguf file or a hub id "
+                "such as Qwen/Qwen2.5-0.5B-Instruct.",
             )
-        return base, None
+        return base, None, None
 
     def _alive(self, job_id: str) -> bool:
         """Whether the job's training process still runs (it holds the folder's lock until it ends)."""

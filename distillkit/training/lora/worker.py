@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distillkit.training.lora.base_models import with_system_prompt
 from distillkit.training.lora.files import ADAPTER, DATA, METRICS, SPEC, STATUS, read_json, write_json
 
 IGNORE = -100  # label of tokens the loss skips
@@ -72,13 +73,17 @@ def chat_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def encode(tokenizer: Any, example: dict[str, Any], max_length: int) -> tuple[list[int], list[int]]:
+def encode(
+    tokenizer: Any, example: dict[str, Any], max_length: int, system_prompt: str | None = None
+) -> tuple[list[int], list[int]]:
     """Token ids and labels of one example: the prompt in the model's chat template, then the answer.
 
     Only the final assistant turn is learnt; the prompt is the same text the server's chat
     template produces for the request (with ``add_generation_prompt``), so training matches serving.
+    ``system_prompt`` goes first when the example has no system message (packaged base models:
+    :mod:`distillkit.student` does the same to each request).
     """
-    messages = chat_messages(example["messages"])
+    messages = with_system_prompt(chat_messages(example["messages"]), system_prompt)
     tools = example.get("tools") or None
     prompt = tokenizer.apply_chat_template(messages[:-1], tools=tools, add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
@@ -106,20 +111,28 @@ def train(job: Job) -> dict[str, Any]:
     started = time.monotonic()
 
     job.report("running", phase="loading the base model")
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=local)
+    # A .gguf base (a packaged model such as smollm2-135m) is loaded from its folder, dequantised.
+    where = {"gguf_file": Path(base).name} if base.endswith(".gguf") else {}
+    source = str(Path(base).parent) if where else base
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local, **where)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"the tokenizer of {base} has no chat template; use an instruct / chat model")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError(f"the tokenizer of {base} has neither a pad nor an end-of-sequence token")
     lines = (job.folder / DATA).read_text(encoding="utf-8").splitlines()
-    features = [encode(tokenizer, json.loads(line), int(settings["max_length"])) for line in lines if line.strip()]
+    system_prompt = job.spec.get("system_prompt")
+    features = [
+        encode(tokenizer, json.loads(line), int(settings["max_length"]), system_prompt)
+        for line in lines
+        if line.strip()
+    ]
     features = [f for f in features if any(label != IGNORE for label in f[1])]
     if not features:
         raise ValueError("no example has an answer to learn")
     job.check()
 
-    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=local)
+    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local, **where)
     model = model.to(device)
     if job.spec.get("init_adapter"):
         model = PeftModel.from_pretrained(model, job.spec["init_adapter"], is_trainable=True)
@@ -178,6 +191,11 @@ def train(job: Job) -> dict[str, Any]:
     job.check()
     model.save_pretrained(job.folder / ADAPTER)
     tokenizer.save_pretrained(job.folder / ADAPTER)
+    if where:  # llama.cpp serves a GGUF base: the adapter goes beside the peft one, converted
+        from distillkit.training.lora.gguf import ADAPTER_GGUF, convert_peft_to_gguf
+
+        job.report("running", phase="converting the adapter for llama.cpp", step=step, total_steps=total)
+        convert_peft_to_gguf(job.folder / ADAPTER, base, job.folder / ADAPTER / ADAPTER_GGUF)
     epoch_losses = [sum(losses[i : i + per_epoch]) / len(losses[i : i + per_epoch]) for i in range(0, total, per_epoch)]
     peak_gpu = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
     return {
