@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "DistillkitError",
     "EmbedderMismatchError",
+    "FineTuningUnavailableError",
     "StoreError",
     "StoreLockedError",
     "TrainingError",
@@ -49,3 +50,16 @@ class StoreLockedError(StoreError):
 
 class TrainingError(DistillkitError):
     """A fine-tuning provider could not build a dataset or run a job."""
+
+
+class FineTuningUnavailableError(TrainingError):
+    """The fine-tuning service refuses to create jobs for this account (not a transient failure).
+
+    OpenAI stops new fine-tuning jobs on 2027-01-06 and has shut some organisations out
+    already. The trainer logs this once, starts nothing, and pauses that namespace's rounds
+    (``retry_after`` seconds, doubling while the refusal lasts) instead of retrying each round.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None, retry_after: float = 3600.0) -> None:
+        super().__init__(message, fix=fix)
+        self.retry_after = retry_after

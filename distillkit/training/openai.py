@@ -6,12 +6,15 @@ The reference providers. Any service that reads the same JSONL (most do) only ne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from distillkit._context import internal_call
+from distillkit.errors import FineTuningUnavailableError
 from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
 
 __all__ = ["OpenAIDatasetProvider", "OpenAIFineTuningProvider"]
@@ -140,15 +143,32 @@ class OpenAIFineTuningProvider(FineTuningProvider):
         return self._client
 
     def start(self, training_file: bytes, *, base_model: str, namespace: str, suffix: str | None = None) -> str:
+        import openai
+
         client = self.client
         with internal_call():
             uploaded = client.files.create(file=("train.jsonl", training_file), purpose="fine-tune")
-            job = client.fine_tuning.jobs.create(
-                training_file=uploaded.id,
-                model=base_model,
-                metadata={"distillkit_namespace": namespace[:512]},
-                **({"suffix": suffix} if suffix else {}),
-            )
+            try:
+                job = client.fine_tuning.jobs.create(
+                    training_file=uploaded.id,
+                    model=base_model,
+                    metadata={"distillkit_namespace": namespace[:512]},
+                    **({"suffix": suffix} if suffix else {}),
+                )
+            except openai.APIStatusError as exc:
+                if not _refuses_fine_tuning(exc):
+                    raise
+                with contextlib.suppress(Exception):  # the uploaded file is of no use now
+                    client.files.delete(uploaded.id)
+                raise FineTuningUnavailableError(
+                    f"OpenAI refused to create a fine-tuning job (HTTP {exc.status_code}: {_error_message(exc)}). "
+                    "OpenAI stops new fine-tuning jobs on 2027-01-06 and some organisations are shut out "
+                    "already; nothing was trained or changed.",
+                    fix="Train an open model on this machine instead: pip install 'distillkit[local]', then "
+                    "DISTILLKIT_FINE_TUNING=lora DISTILLKIT_BASE_MODEL=smollm2-135m with "
+                    "DISTILLKIT_DISTILLED_BASE_URL pointing at `distillkit serve-student` (or a vLLM "
+                    "server on a GPU); see the README, 'Fine-tuning providers'.",
+                ) from exc
         return str(job.id)
 
     def poll(self, job_id: str) -> JobStatus:
@@ -178,3 +198,32 @@ class OpenAIFineTuningProvider(FineTuningProvider):
     def cancel(self, job_id: str) -> None:
         with internal_call():
             self.client.fine_tuning.jobs.cancel(job_id)
+
+
+#: How a refusal to fine-tune at all reads (as opposed to a bad request about this one job).
+_REFUSAL = re.compile(
+    r"fine[- ]?tun\w*.*(no longer|not (?:be )?(?:available|allowed|enabled|permitted|supported) for (?:your|this)"
+    r"|disabled|shut|discontinued|unavailable)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:300]
+    return str(getattr(exc, "message", exc))[:300]
+
+
+def _refuses_fine_tuning(exc: Any) -> bool:
+    """Whether an error from ``fine_tuning.jobs.create`` says this account may not fine-tune at all.
+
+    A 403 always does; a 400 / 404 only when its message says fine-tuning is unavailable (a bad
+    training file or an unknown model is a failure of this job, not a wall).
+    """
+    status = getattr(exc, "status_code", None)
+    if status == 403:
+        return True
+    return status in (400, 404) and _REFUSAL.search(_error_message(exc)) is not None

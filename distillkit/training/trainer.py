@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distillkit.errors import FineTuningUnavailableError
 from distillkit.routing.budget import Label, answer_class
 from distillkit.routing.router import answer_key
 from distillkit.state import HISTORY_KIND, HOLDOUT_KIND, JOB_KIND, ModelRegistry
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
 __all__ = ["Trainer", "TrainingRound"]
 
 logger = logging.getLogger("distillkit")
+
+#: Longest pause of a namespace whose fine-tuning provider refuses to create jobs.
+_MAX_PAUSE = 24 * 3600.0
 
 
 class Trainer:
@@ -116,6 +120,8 @@ class Trainer:
         # Store leases keep other processes out; this keeps this trainer's own threads (the
         # scheduler and a train_now() call) from interleaving, since they share one owner name.
         self._lock = threading.RLock()
+        #: Namespaces whose provider refused to fine-tune: (resume at, pause length, reason).
+        self._paused: dict[str, tuple[float, float, str]] = {}
 
     def __repr__(self) -> str:
         return f"Trainer(owner={self.owner!r}, provider={self.fine_tuning_provider.name!r})"
@@ -241,6 +247,20 @@ class Trainer:
 
     # --- one namespace ------------------------------------------------------------------------
 
+    def _pause(self, ns: str, exc: FineTuningUnavailableError) -> TrainingRound:
+        """The provider will not fine-tune at all: say so once, and stop asking for a while.
+
+        Nothing was started or flipped; the points wait. The pause doubles while the refusal
+        lasts (up to a day), so a shut-out account costs one request per pause, not one per round.
+        """
+        previous = self._paused.get(ns)
+        length = min(_MAX_PAUSE, previous[1] * 2) if previous is not None else exc.retry_after
+        self._paused[ns] = (time.time() + length, length, str(exc))
+        logger.error(
+            "distillkit: %s: training paused for %.0f minutes: %s", ns, length / 60, exc, exc_info=previous is None
+        )
+        return TrainingRound(ns, "error", reason=f"fine-tuning unavailable, paused {length / 60:.0f} min: {exc}")
+
     def _namespaces(self, store: Store) -> list[str]:
         """Namespaces with a job in flight or with points not yet trained on."""
         found = set(store.list_records(JOB_KIND))
@@ -254,6 +274,10 @@ class Trainer:
         record = store.get_record(JOB_KIND, ns)
         if record is not None:
             return self._poll(store, ns, record)
+        paused = self._paused.get(ns)
+        if paused is not None and time.time() < paused[0]:
+            resume = time.strftime("%H:%M", time.localtime(paused[0]))
+            return TrainingRound(ns, "skipped", reason=f"paused until {resume}: {paused[2]}")
         needed = self.config.min_examples
         pending = store.count(namespace=ns, indexed=False)
         if pending < needed:
@@ -300,7 +324,11 @@ class Trainer:
             )
         point_ids = [points[i].id for i in dataset.kept]
         provider = self.fine_tuning_provider
-        job_id = provider.start(dataset.data, base_model=base_model, namespace=ns, suffix=_suffix(ns))
+        try:
+            job_id = provider.start(dataset.data, base_model=base_model, namespace=ns, suffix=_suffix(ns))
+        except FineTuningUnavailableError as exc:
+            return self._pause(ns, exc)
+        self._paused.pop(ns, None)
         record = {
             "job_id": job_id,
             "namespace": ns,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import openai
 import pytest
 
+from distillkit.store import EdgeStore
 from distillkit.testing import Simulator
+from distillkit.testing.simulator.fine_tuning import FINE_TUNING_REFUSAL
 from distillkit.training import OpenAIDatasetProvider, OpenAIFineTuningProvider
 
-from .conftest import payload
+from .conftest import add_points, make_trainer, payload, payloads
 
 TOOLS = [
     {
@@ -153,3 +157,41 @@ def test_client_is_built_lazily_from_the_environment(monkeypatch: pytest.MonkeyP
     job_id = provider.start(data, base_model="gpt-4.1-nano", namespace="ns")
 
     assert job_id in sim.jobs
+
+
+def test_a_refusal_to_fine_tune_is_one_clear_error_then_a_pause_not_a_retry_loop(
+    sim: Simulator, store: EdgeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenAI shuts an organisation out of fine-tuning (everyone from 2027-01-06)."""
+    add_points(store, 12)
+    sim.refuse_fine_tuning = FINE_TUNING_REFUSAL
+    trainer = make_trainer(store, sim)
+
+    with caplog.at_level(logging.ERROR, logger="distillkit"):
+        [first] = trainer.tick()
+
+    assert first.status == "error" and "fine-tuning unavailable" in (first.reason or "")
+    [logged] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    message = logged.getMessage()
+    assert "refused to create a fine-tuning job" in message and "DISTILLKIT_FINE_TUNING=lora" in message
+    assert "smollm2-135m" in message and "distillkit[local]" in message and "2027-01-06" in message
+    # Nothing started, nothing flipped; the uploaded file was removed.
+    assert sim.jobs == {} and not sim.files
+    assert all(p["indexed"] is False for p in payloads(store).values())
+    creates = [r for r in sim.requests if r.method == "POST" and r.path.endswith("/fine_tuning/jobs")]
+    assert len(creates) == 1
+
+    # The next rounds do not run into the same wall: the namespace is paused, and says so.
+    caplog.clear()
+    for _ in range(3):
+        [again] = trainer.tick()
+        assert again.status == "skipped" and "paused until" in (again.reason or "")
+    creates = [r for r in sim.requests if r.method == "POST" and r.path.endswith("/fine_tuning/jobs")]
+    assert len(creates) == 1 and not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_bad_request_about_one_job_is_not_taken_for_a_shutdown(sim: Simulator) -> None:
+    provider = OpenAIFineTuningProvider(sim.client())
+    training_file = OpenAIDatasetProvider().build([payload(i) for i in range(12)]).data
+    with pytest.raises(openai.BadRequestError):  # an unknown fine-tuned model: this job's problem
+        provider.start(training_file, base_model="ft:gpt-4.1-mini:org::nope", namespace="ns")

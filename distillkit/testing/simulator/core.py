@@ -97,6 +97,9 @@ class Simulator(_Chat):
         self.student_answer: AnswerFn | None = student_answer
         self.job_step_seconds = job_step_seconds
         self.fail_jobs = fail_jobs
+        #: When set, creating a fine-tuning job fails with HTTP 403 and this message, as OpenAI
+        #: answers organisations it no longer lets fine-tune (see :data:`FINE_TUNING_REFUSAL`).
+        self.refuse_fine_tuning: str | None = None
         self.hang_jobs = hang_jobs
         self.embedding_dimensions = embedding_dimensions
         self._port = port

@@ -17,6 +17,10 @@ _TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 _NEXT_STAGE = {"validating_files": "queued", "queued": "running"}
 _AUTO_HYPERPARAMETERS = {"batch_size": 1, "learning_rate_multiplier": 2.0, "n_epochs": 3}
 _MIN_TRAINING_EXAMPLES = 10
+#: A refusal to fine-tune at all, for ``Simulator.refuse_fine_tuning``.
+FINE_TUNING_REFUSAL = (
+    "Fine-tuning is not available for your organization: new fine-tuning jobs can no longer be created."
+)
 
 
 @dataclass
@@ -36,6 +40,7 @@ class _FineTuning(_Files):
     job_step_seconds: float | None
     fail_jobs: bool
     hang_jobs: bool
+    refuse_fine_tuning: str | None
 
     @property
     def jobs(self) -> dict[str, dict[str, Any]]:
@@ -109,6 +114,8 @@ class _FineTuning(_Files):
 
     def _create_job(self, body: Any) -> dict[str, Any]:
         """Create a job (lock held)."""
+        if self.refuse_fine_tuning:
+            raise _ApiError(403, self.refuse_fine_tuning, type="permission_error", code="fine_tuning_unavailable")
         if not isinstance(body, dict):
             raise _ApiError(400, "The request body must be a JSON object.")
         model = body.get("model")
