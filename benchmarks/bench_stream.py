@@ -61,13 +61,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="10 intents, small samples: a few minutes")
     parser.add_argument("--intents", type=int, default=None, help="intents used (default 77; --quick 10)")
     parser.add_argument("--unseen", type=int, default=None, help="intents never streamed (7; --quick 2)")
-    parser.add_argument("--train-per-intent", type=int, default=None, help="stream queries per intent (40; --quick 16)")
+    parser.add_argument("--train-per-intent", type=int, default=None, help="stream queries per intent (40; --quick 24)")
     parser.add_argument("--test-per-intent", type=int, default=None, help="test queries per intent (10; --quick 4)")
-    parser.add_argument("--round-every", type=int, default=None, help="requests between rounds (700; --quick 64)")
-    parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (2)")
+    parser.add_argument("--round-every", type=int, default=None, help="requests between rounds (700; --quick 96)")
+    parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (2; --quick 3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    quick = {"intents": 10, "unseen": 2, "train_per_intent": 16, "test_per_intent": 4, "round_every": 64, "epochs": 2}
+    quick = {"intents": 10, "unseen": 2, "train_per_intent": 24, "test_per_intent": 4, "round_every": 96, "epochs": 3}
     full = {"intents": 77, "unseen": 7, "train_per_intent": 40, "test_per_intent": 10, "round_every": 700, "epochs": 2}
     defaults = quick if args.quick else full
     for name, value in defaults.items():
