@@ -359,7 +359,7 @@ def run_real(
     intents: int = 10,
     seed: int = 7,
     out: TextIO = sys.stdout,
-    epochs: int = 2,
+    epochs: int = 3,
 ) -> RealDemoResult:
     """The demo with the real student: SmolLM2-135M retrained with LoRA after every window of
     ``round_every`` requests, served by the local student server. Returns the figures.
