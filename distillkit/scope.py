@@ -91,8 +91,10 @@ def distilled(
 def distilled(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Run a function's chat calls inside a :class:`scope`. Bare or with options, sync or async.
 
-    The namespace defaults to the function's qualified name when none is given, so each
-    decorated function gets its own distilled model::
+    The namespace defaults to ``"<module>.<qualified name>"`` when none is given, so each
+    decorated function gets its own distilled model. Moving or renaming such a function
+    starts a new namespace: its model and captured data stay under the old name. Give
+    ``namespace=`` explicitly for anything that must outlive a refactoring::
 
         @distillkit.distilled
         def classify(text: str) -> str: ...
