@@ -563,10 +563,28 @@ class Trainer:
     @contextlib.contextmanager
     def _lease(self, store: Store, ns: str) -> Iterator[bool]:
         name = f"train:{ns}"
-        held = store.try_lock(name, self.owner, self.LOCK_TTL_S)
+        ttl = self.LOCK_TTL_S
+        held = store.try_lock(name, self.owner, ttl)
+        done = threading.Event()
+        renewer: threading.Thread | None = None
+        if held:
+            # Renewed while held: a slow upload must not outlast the lease and let another
+            # process start a second (paid) job for the namespace.
+            def renew() -> None:
+                while not done.wait(ttl / 3):
+                    try:
+                        store.try_lock(name, self.owner, ttl)
+                    except Exception as exc:  # the next renewal, or the lease's end, decides
+                        logger.warning("distillkit: could not renew the lease %s (%s)", name, describe(exc))
+
+            renewer = threading.Thread(target=renew, name=f"distillkit-lease-{ns}", daemon=True)
+            renewer.start()
         try:
             yield held
         finally:
+            done.set()
+            if renewer is not None:
+                renewer.join(10.0)  # a renewal in flight must not take the lease back after the release
             if held:
                 try:
                     store.release_lock(name, self.owner)
