@@ -192,6 +192,8 @@ def main() -> None:
                     )
                     rounds_out.append(line)
                     print(line, flush=True)
+                    if r.status == "error":  # the figures would measure a broken setup, not the student
+                        raise SystemExit(f"bench_stream: a training round failed: {r.reason}")
             walls["stream: answering"] = answering
             walls["stream: training rounds"] = training
             stream_stats = distiller.stats(NAMESPACE)[NAMESPACE]
