@@ -120,7 +120,9 @@ def _handler(engine: Engine, api_key: str | None) -> type[BaseHTTPRequestHandler
             logger.debug("distillkit student: " + format, *args)
 
         def _send(self, status: int, payload: Any, content_type: str = "application/json") -> None:
-            data = (json.dumps(payload) if content_type == "application/json" else str(payload)).encode()
+            data = (
+                json.dumps(payload, default=_number) if content_type == "application/json" else str(payload)
+            ).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -198,7 +200,7 @@ def _handler(engine: Engine, api_key: str | None) -> type[BaseHTTPRequestHandler
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 for chunk in result:
-                    self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self._chunk(f"data: {json.dumps(chunk, default=_number)}\n\n".encode())
                 self._chunk(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
 
@@ -207,3 +209,10 @@ def _handler(engine: Engine, api_key: str | None) -> type[BaseHTTPRequestHandler
             self.wfile.flush()
 
     return Handler
+
+
+def _number(value: Any) -> Any:
+    """JSON for what llama-cpp-python leaves as numpy scalars (logprobs are ``np.float32``)."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
