@@ -142,7 +142,19 @@ class OpenAIFineTuningProvider(FineTuningProvider):
                     self._client = openai.OpenAI()
         return self._client
 
-    def start(self, training_file: bytes, *, base_model: str, namespace: str, suffix: str | None = None) -> str:
+    finds_jobs = True
+    #: Newest jobs :meth:`find` looks through.
+    FIND_LIMIT = 1000
+
+    def start(
+        self,
+        training_file: bytes,
+        *,
+        base_model: str,
+        namespace: str,
+        suffix: str | None = None,
+        token: str | None = None,
+    ) -> str:
         import openai
 
         client = self.client
@@ -152,7 +164,10 @@ class OpenAIFineTuningProvider(FineTuningProvider):
                 job = client.fine_tuning.jobs.create(
                     training_file=uploaded.id,
                     model=base_model,
-                    metadata={"distillkit_namespace": namespace[:512]},
+                    metadata={
+                        "distillkit_namespace": namespace[:512],
+                        **({"distillkit_token": token[:512]} if token else {}),
+                    },
                     **({"suffix": suffix} if suffix else {}),
                 )
             except openai.APIStatusError as exc:
@@ -170,6 +185,17 @@ class OpenAIFineTuningProvider(FineTuningProvider):
                     "server on a GPU); see the README, 'Fine-tuning providers'.",
                 ) from exc
         return str(job.id)
+
+    def find(self, token: str, *, namespace: str) -> str | None:
+        """The newest job whose metadata holds this token (among the newest :attr:`FIND_LIMIT`)."""
+        with internal_call():
+            for seen, job in enumerate(self.client.fine_tuning.jobs.list(limit=100)):
+                if seen >= self.FIND_LIMIT:
+                    break
+                metadata = getattr(job, "metadata", None) or {}
+                if metadata.get("distillkit_token") == token[:512]:
+                    return str(job.id)
+        return None
 
     def poll(self, job_id: str) -> JobStatus:
         client = self.client

@@ -129,9 +129,19 @@ class FineTuningProvider(ABC):
     #: Recorded with each job, so that a job is always polled through the provider that started it.
     name: str = "custom"
 
+    #: Whether :meth:`start` takes a ``token=`` keyword, kept with the job, and :meth:`find` finds
+    #: the job by it again. The trainer records the token before the job exists, so a process that
+    #: stops between creating a job and recording its id leaves a job the next round can adopt.
+    finds_jobs: bool = False
+
     @abstractmethod
     def start(self, training_file: bytes, *, base_model: str, namespace: str, suffix: str | None = None) -> str:
         """Upload the file and start a job training ``base_model`` on it; returns the job's id."""
+
+    def find(self, token: str, *, namespace: str) -> str | None:
+        """The id of the job started with ``token=token``, or None when there is none (or the
+        service cannot tell: only providers with :attr:`finds_jobs` look)."""
+        return None
 
     @abstractmethod
     def poll(self, job_id: str) -> JobStatus:

@@ -324,19 +324,17 @@ class Trainer:
             )
         point_ids = [points[i].id for i in dataset.kept]
         provider = self.fine_tuning_provider
-        try:
-            job_id = provider.start(dataset.data, base_model=base_model, namespace=ns, suffix=_suffix(ns))
-        except FineTuningUnavailableError as exc:
-            return self._pause(ns, exc)
-        self._paused.pop(ns, None)
-        record = {
-            "job_id": job_id,
+        token = uuid.uuid4().hex
+        record: dict[str, Any] = {
+            "job_id": None,
+            "token": token,
+            "findable": provider.finds_jobs,  # the job will carry the token
             "namespace": ns,
             "point_ids": point_ids,
             "provider": provider.name,
             "base_model": base_model,
             "mode": config.training_mode,
-            "status": "started",
+            "status": "starting",
             "started_at": time.time(),
             "examples": len(dataset.examples),
             "dropped": dataset.dropped,
@@ -344,12 +342,27 @@ class Trainer:
             "owner": self.owner,
             "held_out": held_out,
         }
+        # Recorded before the (paid) job exists: a process that stops between creating the job
+        # and recording its id leaves this record, which a later round resolves (_resolve).
+        store.put_record(JOB_KIND, ns, record)
+        try:
+            tagged = {"token": token} if provider.finds_jobs else {}
+            job_id = provider.start(dataset.data, base_model=base_model, namespace=ns, suffix=_suffix(ns), **tagged)
+        except FineTuningUnavailableError as exc:
+            self._forget_start(store, ns, token)
+            return self._pause(ns, exc)
+        except Exception:
+            self._forget_start(store, ns, token)
+            raise
+        self._paused.pop(ns, None)
+        record = {**record, "job_id": job_id, "status": "started"}
         try:
             store.put_record(JOB_KIND, ns, record)
         except Exception:
             # A job without its record would be forgotten and its data trained on again: stop it.
             with contextlib.suppress(Exception):
                 provider.cancel(job_id)
+            self._forget_start(store, ns, token)
             raise
         logger.info(
             "distillkit: %s: started %s job %s on %d examples from %s",
@@ -399,7 +412,70 @@ class Trainer:
         store.put_record(HOLDOUT_KIND, ns, {"ids": split.held_out, "at": time.time()})
         return split.held_out, None
 
+    def _forget_start(self, store: Store, ns: str, token: str) -> None:
+        """Remove this trainer's ``starting`` record after the provider said no job was created."""
+        with contextlib.suppress(Exception):
+            current = store.get_record(JOB_KIND, ns)
+            if current is not None and current.get("token") == token and not current.get("job_id"):
+                store.delete_record(JOB_KIND, ns)
+
+    def _resolve(self, store: Store, ns: str, record: Mapping[str, Any], held: bool) -> TrainingRound:
+        """A ``starting`` record whose job id never followed: its process is still creating the
+        job, or it stopped in between and the job (if created) is tracked by nobody.
+
+        Once older than the lease, and under the lease, the job is looked up by the record's
+        token and adopted; a provider that cannot look jobs up gets the record dropped, with a
+        warning, so the next round trains the points again.
+        """
+        age = time.time() - float(record.get("started_at") or 0.0)
+        if age <= self.LOCK_TTL_S:
+            return TrainingRound(ns, "skipped", reason="a job is being started for this namespace")
+        lease = contextlib.nullcontext(True) if held else self._lease(store, ns)
+        with lease as ok:
+            if not ok:
+                return TrainingRound(ns, "skipped", reason="another process is starting a job for this namespace")
+            current = store.get_record(JOB_KIND, ns)
+            token = str(record.get("token") or "")
+            if current is None or current.get("job_id") or current.get("token") != record.get("token"):
+                return TrainingRound(ns, "skipped", reason="the namespace's job record changed meanwhile")
+            provider = self.fine_tuning_provider
+            by = record.get("owner")
+            findable = bool(token and record.get("findable")) and provider.finds_jobs
+            findable = findable and record.get("provider", provider.name) == provider.name
+            job_id = provider.find(token, namespace=ns) if findable else None
+            if job_id is not None:
+                adopted = {**current, "job_id": job_id, "status": "started", "adopted_by": self.owner}
+                store.put_record(JOB_KIND, ns, adopted)
+                logger.warning(
+                    "distillkit: %s: %s stopped after starting job %s and before recording it; adopted",
+                    ns,
+                    by,
+                    job_id,
+                )
+                return TrainingRound(
+                    ns,
+                    "started",
+                    job_id,
+                    examples=len(current.get("point_ids") or []),
+                    dropped=int(current.get("dropped") or 0),
+                    base_model=current.get("base_model"),
+                    held_out=len(current.get("held_out") or []),
+                    reason="adopted a job whose starter stopped before recording it",
+                )
+            if findable:
+                reason = f"{by} stopped while starting a job, before the {provider.name} provider created one"
+            else:
+                reason = (
+                    f"{by} stopped while starting a job and its {record.get('provider')!r} provider cannot "
+                    "look jobs up: a job it created meanwhile is not tracked (check the provider's job list)"
+                )
+            logger.warning("distillkit: %s: %s; the next round trains these points again", ns, reason)
+            store.delete_record(JOB_KIND, ns)
+            return TrainingRound(ns, "failed", reason=reason)
+
     def _poll(self, store: Store, ns: str, record: Mapping[str, Any], *, held: bool = False) -> TrainingRound:
+        if not record.get("job_id"):
+            return self._resolve(store, ns, record, held)
         job_id = str(record["job_id"])
         provider = self.fine_tuning_provider
         if record.get("provider", provider.name) != provider.name:

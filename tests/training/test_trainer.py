@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from typing import Any
 
 import pytest
 
 from distillkit.store import EdgeStore
 from distillkit.testing import Simulator
+from distillkit.training import OpenAIFineTuningProvider
 
 from .conftest import add_points, make_trainer, payloads
 
@@ -213,3 +216,75 @@ def test_export_yields_training_examples_of_all_points(sim: Simulator, store: Ed
     exported = list(trainer.export("b"))
     assert len(exported) == 2
     assert all(e["messages"][-1]["role"] == "assistant" for e in exported)
+
+
+class _StopsAfterStarting(OpenAIFineTuningProvider):
+    """The process stops right after the job was created, before its id is recorded."""
+
+    def start(self, training_file: bytes, **kwargs: Any) -> str:
+        super().start(training_file, **kwargs)
+        raise SystemExit("the process stops here")
+
+
+class _StopsAfterStartingBlind(_StopsAfterStarting):
+    finds_jobs = False  # a provider that cannot look its jobs up
+
+
+def _restarted(store: EdgeStore, sim: Simulator) -> Any:
+    """The next process's trainer, once the dead one's start is older than the lease."""
+    trainer = make_trainer(store, sim)
+    trainer.LOCK_TTL_S = 0.5
+    time.sleep(0.6)
+    return trainer
+
+
+def test_a_job_whose_starter_stopped_before_recording_it_is_adopted_not_orphaned(
+    sim: Simulator, store: EdgeStore
+) -> None:
+    ids = add_points(store, 10)
+    dying = make_trainer(store, sim)
+    dying.fine_tuning_provider = _StopsAfterStarting(sim.client())
+    with pytest.raises(SystemExit):
+        dying.tick()
+    [paid] = sim.jobs  # the job exists, and is paid for
+
+    [adopted] = _restarted(store, sim).tick()
+
+    assert adopted.status == "started" and adopted.job_id == paid
+    assert {r["job_id"] for r in make_trainer(store, sim).jobs().values()} == set(sim.jobs)
+    sim.finish_jobs()
+    [done] = make_trainer(store, sim).tick()
+    assert done.status == "succeeded" and done.job_id == paid and len(sim.jobs) == 1
+    assert all(payloads(store)[i]["indexed"] for i in ids)
+
+
+def test_a_start_that_cannot_be_looked_up_is_dropped_with_a_warning_and_retried(
+    sim: Simulator, store: EdgeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_points(store, 10)
+    dying = make_trainer(store, sim)
+    dying.fine_tuning_provider = _StopsAfterStartingBlind(sim.client())
+    with pytest.raises(SystemExit):
+        dying.tick()
+    trainer = _restarted(store, sim)
+
+    with caplog.at_level(logging.WARNING, logger="distillkit"):
+        [dropped] = trainer.tick()
+    [retried] = trainer.tick()
+
+    assert dropped.status == "failed" and "cannot look jobs up" in (dropped.reason or "")
+    assert "not tracked" in caplog.text
+    assert retried.status == "started" and trainer.jobs()["ns"]["job_id"] == retried.job_id
+
+
+def test_a_start_in_progress_is_left_alone_until_its_lease_would_have_lapsed(sim: Simulator, store: EdgeStore) -> None:
+    add_points(store, 10)
+    dying = make_trainer(store, sim)
+    dying.fine_tuning_provider = _StopsAfterStarting(sim.client())
+    with pytest.raises(SystemExit):
+        dying.tick()
+
+    [waiting] = make_trainer(store, sim).tick()  # default lease: the starter may still be at it
+
+    assert waiting.status == "skipped" and len(sim.jobs) == 1
+    assert make_trainer(store, sim).jobs()["ns"]["status"] == "starting"
