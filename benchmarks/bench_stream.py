@@ -40,7 +40,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,10 @@ def sample(args: argparse.Namespace) -> tuple[list[tuple[str, str]], dict[str, l
     return [(text, intent) for _, text, intent in timed], tests, streamed, unseen
 
 
+#: Why test queries went where they went (route_info's reason), printed after the test phase.
+REASONS: Counter[str] = Counter()
+
+
 def ask(client: Any, text: str, **options: Any) -> tuple[bool, str]:
     response = client.chat.completions.create(
         model=TEACHER,
@@ -110,6 +114,8 @@ def ask(client: Any, text: str, **options: Any) -> tuple[bool, str]:
         **({"distillkit": options} if options else {}),
     )
     info = distillkit.route_info(response)
+    if not options.get("capture", True):
+        REASONS[info.reason if info is not None else "not seen"] += 1
     return bool(info is not None and info.routed), (response.choices[0].message.content or "").strip()
 
 
@@ -242,6 +248,7 @@ def main() -> None:
     )
     print(f"test, all traffic ({everything} queries): end-to-end accuracy {accuracy_all:.3f}")
     print(f"test cost saved: {test_saving[2]:.1%} (${test_saving[1]:.4f} of ${test_saving[0] + test_saving[1]:.4f})")
+    print("why test queries went where they did: " + ", ".join(f"{r} {n}" for r, n in REASONS.most_common()))
     print(f"reference: {TRACER}")
     print("wall time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in walls.items()))
     print(f"command: {command}")
