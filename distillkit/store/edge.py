@@ -3,12 +3,16 @@
 Layout of ``<path>/<collection>/`` (folders 0o700, the files written here 0o600)::
 
     manifest.json   which embedder (name, dim) made the vectors
-    records.json    the companion records, ``{kind: {key: value}}``
+    records.sqlite  the companion records (kind, key → JSON), SQLite in WAL mode
     shard/          the qdrant-edge shard (segments and its write-ahead log)
 
 The shard keeps a write-ahead log, so an upsert is durable once it returns, even if the process
 dies without :meth:`EdgeStore.close`. The WAL is also the engine's folder lock: a second process
 (or a second ``EdgeStore`` in this one) opening the folder gets :class:`StoreLockedError`.
+
+Companion records (jobs, the registry, leases' neighbours) live in SQLite beside the shard, under
+their own lock: writing one commits one row, and never waits for, or holds up, a search.
+Folders written by older versions (``records.json``) are moved into it on open.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -114,6 +119,9 @@ class EdgeStore:
         self.optimize_every = optimize_every
         self._dir = self.path / collection
         self._lock = threading.RLock()
+        #: Guards the records database only: record reads and writes never take ``_lock``.
+        self._records_lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
         self._leases: dict[str, tuple[str, float]] = {}
         self._shard: qe.EdgeShard | None = None
         self._lock_fd: int | None = None
@@ -127,11 +135,15 @@ class EdgeStore:
                 self._lock_fd = self._lock_folder()
                 self._identity = folder_identity(self._dir)
                 self._check_manifest()
-                self._records = self._load_records()
+                self._db = self._open_records()
                 self._shard = self._open_shard()
                 self._write_manifest()
                 self._ensure_indexes()
         except BaseException:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
             self._unlock_folder()
             raise
 
@@ -189,12 +201,35 @@ class EdgeStore:
             }
             write_json_atomic(self._manifest_path, manifest)
 
-    def _load_records(self) -> dict[str, dict[str, Any]]:
+    def _open_records(self) -> sqlite3.Connection:
+        path = self._dir / "records.sqlite"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # private before SQLite opens it
+        os.close(fd)
+        db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
         try:
-            data = json.loads(self._records_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        return data if isinstance(data, dict) else {}
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+                " PRIMARY KEY (kind, key))"
+            )
+            legacy = self._dir / "records.json"
+            if legacy.exists():
+                data = json.loads(legacy.read_text(encoding="utf-8"))
+                rows = [
+                    (str(kind), str(key), json.dumps(value))
+                    for kind, entries in (data.items() if isinstance(data, dict) else [])
+                    if isinstance(entries, dict)
+                    for key, value in entries.items()
+                ]
+                with db:
+                    db.execute("BEGIN")
+                    db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, ?)", rows)
+                legacy.unlink()
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _open_shard(self) -> qe.EdgeShard:
         shard_dir = self._dir / "shard"
@@ -350,42 +385,36 @@ class EdgeStore:
 
     # -- companion records ------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _records(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._records_lock, translate_errors(action):
+            db = self._db
+            if db is None or self._shard is None:
+                raise StoreError(f"The store at {self._dir} is closed.")
+            yield db
+
     def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
         """A companion record (a copy), or None."""
-        with self._lock:
-            value = self._records.get(kind, {}).get(key)
-            return None if value is None else json.loads(json.dumps(value))
+        with self._records("read a companion record") as db:
+            row = db.execute("SELECT value FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def put_record(self, kind: str, key: str, value: Mapping[str, Any]) -> None:
-        """Create or replace a companion record; written to disk atomically before returning."""
-        encoded = json.loads(json.dumps(dict(value)))  # fails early on non-JSON values
-        with self._lock:
-            self._require_shard()
-            updated = {k: dict(v) for k, v in self._records.items()}
-            updated.setdefault(kind, {})[key] = encoded
-            self._save_records(updated)
+        """Create or replace a companion record; committed to disk before returning."""
+        encoded = json.dumps(dict(value))  # fails early on non-JSON values
+        with self._records("write a companion record") as db:
+            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (kind, key, encoded))
 
     def delete_record(self, kind: str, key: str) -> None:
         """Remove a companion record; a missing one is not an error."""
-        with self._lock:
-            if key not in self._records.get(kind, {}):
-                return
-            updated = {k: dict(v) for k, v in self._records.items()}
-            del updated[kind][key]
-            if not updated[kind]:
-                del updated[kind]
-            self._save_records(updated)
+        with self._records("delete a companion record") as db:
+            db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
 
     def list_records(self, kind: str) -> dict[str, dict[str, Any]]:
         """All records of one kind, by key (copies)."""
-        with self._lock:
-            return json.loads(json.dumps(self._records.get(kind, {})))
-
-    def _save_records(self, records: dict[str, dict[str, Any]]) -> None:
-        # Memory changes only after the file is replaced, so a failed write changes nothing.
-        with translate_errors("write the companion records"):
-            write_json_atomic(self._records_path, records)
-        self._records = records
+        with self._records("list companion records") as db:
+            rows = db.execute("SELECT key, value FROM records WHERE kind = ? ORDER BY key", (kind,)).fetchall()
+        return {key: json.loads(value) for key, value in rows}
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -419,6 +448,11 @@ class EdgeStore:
             self._leases.clear()
             if shard is None:
                 return
+            with self._records_lock:
+                db, self._db = self._db, None
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
             try:
                 with translate_errors("close the store"):
                     try:
@@ -435,9 +469,12 @@ class EdgeStore:
         object is kept referenced for ever, so that it is never flushed, closed or dropped here.
         """
         shard, self._shard = self._shard, None
+        db, self._db = self._db, None
         self._leases.clear()
         if shard is not None:
             _ABANDONED.append(shard)
+        if db is not None:
+            _ABANDONED.append(db)  # closing SQLite's parent connection in a child could checkpoint its WAL
         self._unlock_folder()
 
     def __enter__(self) -> EdgeStore:

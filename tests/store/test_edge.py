@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_folder_and_files_are_owner_only(tmp_path: Path, rng: np.random.Generato
 
     for folder in (root, root / "distillkit", root / "distillkit" / "shard"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
-    for name in ("manifest.json", "records.json"):
+    for name in ("manifest.json", "records.sqlite"):
         assert stat.S_IMODE((root / "distillkit" / name).stat().st_mode) == 0o600, name
     manifest = json.loads((root / "distillkit" / "manifest.json").read_text())
     assert manifest["embedder"] == {"name": EMBEDDER.name, "dim": EMBEDDER.dim}
@@ -169,3 +170,39 @@ def test_an_unusable_folder_raises_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         EdgeStore(blocker, EMBEDDER)
     assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_record_write_never_holds_up_a_search(tmp_path: Path, rng: np.random.Generator) -> None:
+    with EdgeStore(tmp_path / "s", EMBEDDER) as store:
+        stored = point(vec(rng))
+        store.upsert([stored])
+        other = sqlite3.connect(tmp_path / "s" / "distillkit" / "records.sqlite", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the records database is busy: a record write waits for it
+        writer = threading.Thread(target=store.put_record, args=("job", "ns", {"point_ids": ["a"] * 1000}))
+        writer.start()
+        try:
+            writer.join(0.2)  # let it start waiting
+            hits = store.search(stored.vector, namespace="ns", limit=1)
+            assert writer.is_alive(), "the record write should still be waiting"
+            assert [h.id for h in hits] == [stored.id]
+        finally:
+            other.execute("COMMIT")
+            other.close()
+            writer.join()
+        assert store.get_record("job", "ns") == {"point_ids": ["a"] * 1000}
+
+
+def test_records_of_an_older_folder_move_to_sqlite_and_survive_reopening(tmp_path: Path) -> None:
+    with EdgeStore(tmp_path / "s", EMBEDDER):
+        pass
+    legacy = tmp_path / "s" / "distillkit" / "records.json"
+    legacy.write_text(json.dumps({"model": {"ns": {"model": "ft:1"}}, "job": {"ns": {"job_id": "j"}}}))
+
+    with EdgeStore(tmp_path / "s", EMBEDDER) as store:
+        assert store.get_record("model", "ns") == {"model": "ft:1"}
+        store.put_record("job", "ns", {"job_id": "k"})
+        store.delete_record("model", "ns")
+    assert not legacy.exists()
+    with EdgeStore(tmp_path / "s", EMBEDDER) as store:
+        assert store.list_records("job") == {"ns": {"job_id": "k"}}
+        assert store.get_record("model", "ns") is None
