@@ -37,10 +37,12 @@ from distillkit.routing.shadow import ShadowChecks
 from distillkit.serving import CompatibleServerProvider, LLMProvider, SameClientProvider
 from distillkit.state import (
     DEMOTION_KIND,
+    FOLD_AFTER,
     HISTORY_KIND,
     NAMESPACE_KIND,
     STATS_KIND,
     ModelRegistry,
+    fold_published_stats,
     merge_stats,
     published_stats,
     saved_stats,
@@ -127,6 +129,7 @@ class Distiller:
         # process, can add up what every process routed and saved.
         self._instance = uuid.uuid4().hex[:12]
         self._stats_saved_at = time.monotonic()
+        self._fold_at = 0.0  # when to fold exited processes' counters files next
         #: Where processes sharing an embedded folder publish their counters (one small file each),
         #: readable by `distillkit status` while an application holds the store, and written by a
         #: process that does not own the store too. None: counters are store records (a server store).
@@ -359,6 +362,9 @@ class Distiller:
                     "namespaces": {ns: counters.as_dict() for ns, counters in snapshot.items()},
                 },
             )
+            if time.monotonic() >= self._fold_at:  # exited processes' files, now and then
+                self._fold_at = time.monotonic() + FOLD_AFTER
+                fold_published_stats(self._counters_dir, keep=f"{self._instance}.json")
             return
         for ns, counters in snapshot.items():
             self.store.put_record(STATS_KIND, f"{ns}:{self._instance}", {"namespace": ns, **counters.as_dict()})
@@ -525,6 +531,7 @@ class Distiller:
         """A forked child starts clean: its own counters, writer and store handle; no scheduler."""
         self._instance = uuid.uuid4().hex[:12]
         self._stats_saved_at = time.monotonic()
+        self._fold_at = 0.0  # when to fold exited processes' counters files next
         self._stats.after_fork()
         self._writer.after_fork()
         self._open_lock = threading.RLock()

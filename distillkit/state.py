@@ -51,6 +51,7 @@ __all__ = [
     "STATS_KIND",
     "ActiveModel",
     "ModelRegistry",
+    "fold_published_stats",
     "merge_stats",
     "published_stats",
     "saved_stats",
@@ -175,22 +176,105 @@ def published_stats(folder: Path) -> dict[str, NamespaceStats]:
     so that a process that does not own the store (another worker) counts too, and so that
     ``distillkit status`` can read them while an application holds the store.
     """
-    import json
-
     totals: dict[str, NamespaceStats] = {}
     try:
         files = sorted(folder.glob("*.json"))
     except OSError:
         return totals
+    archive = _read_json(folder / ARCHIVE)
+    folded = set(archive.get("folded") or ())
     for file in files:
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # being replaced, or not ours
+        if file.name in folded:
+            continue  # counted in the archive, not yet removed
+        data = archive if file.name == ARCHIVE else _read_json(file)
         for ns, record in (data.get("namespaces") or {}).items() if isinstance(data, dict) else ():
             if isinstance(ns, str) and isinstance(record, dict):
                 totals[ns] = _merge(totals.get(ns, NamespaceStats()), record)
     return totals
+
+
+#: The counters of processes that have exited, folded into one file by :func:`fold_published_stats`.
+ARCHIVE = "archive.json"
+#: A counters file is folded only once its process is gone and it is this old (seconds).
+FOLD_AFTER = 3600.0
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # missing, being replaced, or not ours
+    return data if isinstance(data, dict) else {}
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
+def fold_published_stats(folder: Path, *, keep: str = "", older_than: float = FOLD_AFTER) -> int:
+    """Fold the counters files of processes that have exited into :data:`ARCHIVE`, so that the
+    folder holds a file per live process, not one per process ever started; returns how many.
+
+    Under an exclusive lock on ``folder/.lock`` (another process folding now: nothing is done).
+    A file is folded when its process is gone and it was saved more than ``older_than`` seconds
+    ago. The archive names the files it holds, and readers skip them, so a process that stops
+    between writing the archive and removing them never counts them twice.
+    """
+    import fcntl
+    import os
+
+    from distillkit.store._files import write_json_atomic
+
+    try:
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        archive = _read_json(folder / ARCHIVE)
+        folded = {str(n) for n in archive.get("folded") or ()}
+        totals: dict[str, NamespaceStats] = {}
+        for ns, record in (archive.get("namespaces") or {}).items():
+            if isinstance(ns, str) and isinstance(record, dict):
+                totals[ns] = _merge(NamespaceStats(), record)
+        gone: list[Path] = []
+        now = time.time()
+        for file in sorted(folder.glob("*.json")):
+            if file.name in (ARCHIVE, keep) or file.name in folded:
+                continue
+            data = _read_json(file)
+            pid = data.get("pid")
+            if not isinstance(pid, int) or _alive(pid) or now - float(data.get("saved_at") or now) < older_than:
+                continue
+            for ns, record in (data.get("namespaces") or {}).items():
+                if isinstance(ns, str) and isinstance(record, dict):
+                    totals[ns] = _merge(totals.get(ns, NamespaceStats()), record)
+            gone.append(file)
+        if not gone:
+            return 0
+        names = {n for n in folded if (folder / n).exists()} | {f.name for f in gone}
+        write_json_atomic(
+            folder / ARCHIVE,
+            {"folded": sorted(names), "namespaces": {ns: c.as_dict() for ns, c in totals.items()}},
+        )
+        for file in gone:
+            file.unlink(missing_ok=True)
+        return len(gone)
+    finally:
+        os.close(fd)
 
 
 def merge_stats(*sources: Mapping[str, NamespaceStats]) -> dict[str, NamespaceStats]:
