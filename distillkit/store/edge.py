@@ -179,10 +179,6 @@ class EdgeStore:
     def _manifest_path(self) -> Path:
         return self._dir / "manifest.json"
 
-    @property
-    def _records_path(self) -> Path:
-        return self._dir / "records.json"
-
     def _check_manifest(self) -> None:
         try:
             data = json.loads(self._manifest_path.read_text(encoding="utf-8"))
