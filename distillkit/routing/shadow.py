@@ -212,17 +212,12 @@ class ShadowChecks:
         if not self._begin("thread"):
             return False
 
-        def run() -> None:
-            try:
-                teacher = teacher_call()
-                self.record(namespace, model, agreement(kwargs, student, teacher))
-                self._label(namespace, kwargs, student, teacher, signals, source)
-            except Exception as exc:
-                logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
-            finally:
-                self._end("thread")
+        def check() -> None:
+            teacher = teacher_call()
+            self.record(namespace, model, agreement(kwargs, student, teacher))
+            self._label(namespace, kwargs, student, teacher, signals, source)
 
-        threading.Thread(target=run, name="distillkit-shadow", daemon=True).start()
+        self._thread("distillkit-shadow", "a shadow check", check)
         return True
 
     def astart(
@@ -240,18 +235,13 @@ class ShadowChecks:
         if not self._begin("task"):
             return False
 
-        async def run() -> None:
-            try:
-                teacher = await teacher_call()
-                score = agreement(kwargs, student, teacher)
-                await asyncio.to_thread(self.record, namespace, model, score)  # store I/O off the loop
-                await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, source)
-            except Exception as exc:
-                logger.warning("distillkit: a shadow check failed: %s", type(exc).__name__)
-            finally:
-                self._end("task")
+        async def check() -> None:
+            teacher = await teacher_call()
+            score = agreement(kwargs, student, teacher)
+            await asyncio.to_thread(self.record, namespace, model, score)  # store I/O off the loop
+            await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, source)
 
-        self._spawn(run())
+        self._spawn("a shadow check", check())
         return True
 
     def start_student(
@@ -269,15 +259,10 @@ class ShadowChecks:
         if self.budget is None or not self._begin("thread"):
             return False
 
-        def run() -> None:
-            try:
-                self._label(namespace, kwargs, student_call(), teacher, signals, "explore")
-            except Exception as exc:
-                logger.warning("distillkit: an exploration check failed: %s", type(exc).__name__)
-            finally:
-                self._end("thread")
+        def check() -> None:
+            self._label(namespace, kwargs, student_call(), teacher, signals, "explore")
 
-        threading.Thread(target=run, name="distillkit-explore", daemon=True).start()
+        self._thread("distillkit-explore", "an exploration check", check)
         return True
 
     def astart_student(
@@ -292,20 +277,38 @@ class ShadowChecks:
         if self.budget is None or not self._begin("task"):
             return False
 
+        async def check() -> None:
+            student = await student_call()
+            await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, "explore")
+
+        self._spawn("an exploration check", check())
+        return True
+
+    def _thread(self, name: str, what: str, check: Callable[[], None]) -> None:
+        """Run a check begun with ``_begin("thread")`` in a daemon thread; a failure is a warning."""
+
+        def run() -> None:
+            try:
+                check()
+            except Exception as exc:
+                logger.warning("distillkit: %s failed: %s", what, type(exc).__name__)
+            finally:
+                self._end("thread")
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+
+    def _spawn(self, what: str, check: Coroutine[Any, Any, None]) -> None:
+        """Run a check begun with ``_begin("task")`` as a task on the running loop; a failure is a warning."""
+
         async def run() -> None:
             try:
-                student = await student_call()
-                await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, "explore")
+                await check
             except Exception as exc:
-                logger.warning("distillkit: an exploration check failed: %s", type(exc).__name__)
+                logger.warning("distillkit: %s failed: %s", what, type(exc).__name__)
             finally:
                 self._end("task")
 
-        self._spawn(run())
-        return True
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
+        task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)  # the loop keeps only a weak reference to its tasks
         task.add_done_callback(self._tasks.discard)
 
