@@ -46,10 +46,9 @@ import numpy as np
 from _data import banking77
 
 from distillkit import DistillConfig, Distiller
-from distillkit.routing.budget import Label, answer_class
+from distillkit.routing.budget import Label, answer_class, answer_key
 from distillkit.routing.embedders import WordLlamaEmbedder
 from distillkit.routing.request import Request, fingerprint
-from distillkit.routing.router import answer_key
 from distillkit.state import ActiveModel
 from distillkit.store import EdgeStore, EmbedderInfo, Point
 

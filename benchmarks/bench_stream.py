@@ -119,6 +119,70 @@ def ask(client: Any, text: str, **options: Any) -> tuple[bool, str]:
     return bool(info is not None and info.routed), (response.choices[0].message.content or "").strip()
 
 
+#: Similarity thresholds of the frontier table.
+FRONTIER_AT = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.0)
+
+
+def frontier(
+    distiller: Distiller, base_url: str, tests: dict[str, list[str]], streamed: list[str], unseen: list[str]
+) -> list[str]:
+    """Agreement against routed share per signal, over every test query (whatever the router decided).
+
+    Each test query is embedded with the library's embedder, its 5 nearest trained points are read
+    from the store, and the active student answers it directly (the router is not asked). Signals:
+    the nearest trained neighbour's similarity alone, and with the cross-check (the student's own
+    answer equals the nearest neighbour's teacher answer, or is one of the 5 nearest's answers).
+    """
+    from openai import OpenAI
+
+    from distillkit.routing.budget import answer_key
+
+    active = distiller.registry.get(NAMESPACE)
+    if active is None:
+        return ["frontier: no active student"]
+    student = OpenAI(base_url=base_url, api_key="local", max_retries=0)
+    rows: list[tuple[bool, float, bool, bool, bool]] = []  # known, similarity, correct, ==nn1, in top 5
+    for intent in streamed + unseen:
+        for text in tests[intent]:
+            messages = [{"role": "system", "content": demo.REAL_SYSTEM}, {"role": "user", "content": text}]
+            vector = distiller.embedder.embed([text])[0]
+            hits = distiller.store.search(vector, namespace=NAMESPACE, indexed=True, limit=5, fields=("response",))
+            reply = student.chat.completions.create(
+                model=active.model,
+                messages=messages,
+                max_tokens=demo.MAX_TOKENS,
+                temperature=0,  # type: ignore[arg-type]
+            )
+            answer = (reply.choices[0].message.content or "").strip()
+            mine = answer_key({"response": {"content": answer}})
+            keys = [answer_key(hit.payload) for hit in hits]
+            similarity = float(hits[0].score) if hits else 0.0
+            rows.append(
+                (
+                    intent in streamed,
+                    similarity,
+                    answer == demo.short_answer(intent),
+                    bool(keys) and mine == keys[0],
+                    mine in keys,
+                )
+            )
+    lines = ["frontier over all test queries (routed share / agreement on streamed intents; false-route on unseen):"]
+    signals = {"similarity only": 2, "+ student answer = nearest's": 3, "+ student answer in 5 nearest's": 4}
+    for name, column in signals.items():
+        cells = []
+        for at in FRONTIER_AT:
+            chosen = [r for r in rows if r[1] >= at and (column == 2 or r[column])]
+            known = [r for r in chosen if r[0]]
+            n_known = sum(r[0] for r in rows) or 1
+            n_new = sum(not r[0] for r in rows) or 1
+            agree = sum(r[2] for r in known) / len(known) if known else 0.0
+            cells.append(f">={at:g}: {len(known) / n_known:.3f}/{agree:.3f}/{(len(chosen) - len(known)) / n_new:.3f}")
+        lines.append(f"  {name:32} " + "  ".join(cells))
+    student_right = sum(r[2] for r in rows if r[0]) / (sum(r[0] for r in rows) or 1)
+    lines.append(f"  the student alone answers {student_right:.3f} of streamed intents' test queries as the teacher")
+    return lines
+
+
 def saved_share(stats: Any, before: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float, float]:
     cost, saved = stats.cost_usd - before[0], stats.saved_usd - before[1]
     return cost, saved, saved / (cost + saved) if cost + saved else 0.0
@@ -221,6 +285,9 @@ def main() -> None:
                         seen["agreed"] += routed and answer == demo.short_answer(intent)
             walls["test"] = time.perf_counter() - t
             test_saving = saved_share(distiller.stats(NAMESPACE)[NAMESPACE], before)
+            t = time.perf_counter()
+            frontier_lines = frontier(distiller, base_url, tests, streamed, unseen)
+            walls["frontier (every test query asked of the student)"] = time.perf_counter() - t
         finally:
             distillkit.unwrap(client)
             distiller.close()
@@ -248,6 +315,7 @@ def main() -> None:
     )
     print(f"test, all traffic ({everything} queries): end-to-end accuracy {accuracy_all:.3f}")
     print(f"test cost saved: {test_saving[2]:.1%} (${test_saving[1]:.4f} of ${test_saving[0] + test_saving[1]:.4f})")
+    print("\n".join(frontier_lines))
     print("why test queries went where they did: " + ", ".join(f"{r} {n}" for r, n in REASONS.most_common()))
     print(f"reference: {TRACER}")
     print("wall time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in walls.items()))

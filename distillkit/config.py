@@ -22,6 +22,7 @@ from distillkit.errors import ConfigError
 logger = logging.getLogger("distillkit")
 
 __all__ = [
+    "CROSS_CHECKS",
     "DEFAULT_BASE_MODEL",
     "EMBEDDERS",
     "ENV",
@@ -44,6 +45,10 @@ TrainingMode = Literal["incremental", "full"]
 #: Routing rules accepted by ``DISTILLKIT_ROUTING_RULE`` (see :mod:`distillkit.routing.router`).
 ROUTING_RULES = ("top1", "agreement")
 RoutingRule = Literal["top1", "agreement"]
+
+#: Cross-checks accepted by ``DISTILLKIT_CROSS_CHECK`` (``off`` is None; see :mod:`distillkit.routing.router`).
+CROSS_CHECKS = ("nearest", "neighbours", None)
+CrossCheck = Literal["nearest", "neighbours"]
 
 #: Promotion-gate judges accepted by ``DISTILLKIT_JUDGE`` (see :mod:`distillkit.training.evaluation`).
 JUDGES = ("off", "teacher")
@@ -74,6 +79,7 @@ class ENV:
     NEIGHBOURS = "DISTILLKIT_NEIGHBOURS"
     AGREEMENT_MARGIN = "DISTILLKIT_AGREEMENT_MARGIN"
     VETO_MARGIN = "DISTILLKIT_VETO_MARGIN"
+    CROSS_CHECK = "DISTILLKIT_CROSS_CHECK"
     FINE_TUNING = "DISTILLKIT_FINE_TUNING"
     HOLDOUT = "DISTILLKIT_HOLDOUT"
     HOLDOUT_MIN = "DISTILLKIT_HOLDOUT_MIN"
@@ -152,6 +158,11 @@ class DistillConfig:
     neighbours: int = 5
     agreement_margin: float = 0.02
     veto_margin: float | None = 0.05
+    #: Where answers repeat (two or more of the nearest trained neighbours share one), a routed
+    #: request is answered by the student first, and its answer must be the nearest trained
+    #: neighbour's teacher answer (``nearest``) or one of the ``neighbours`` nearest's
+    #: (``neighbours``); otherwise the teacher answers it (a cascade). None (``off``): no check.
+    cross_check: CrossCheck | None = "nearest"
     #: ``openai``: OpenAI's fine-tuning API. ``lora``: LoRA adapters trained on this machine from
     #: ``base_model`` (an open model), kept in ``lora_dir`` and registered with the vLLM server at
     #: ``distilled_base_url`` (:mod:`distillkit.training.lora`).
@@ -225,6 +236,12 @@ class DistillConfig:
                 f"{ENV.ROUTING_RULE}={self.routing_rule!r} is not a routing rule.",
                 variable=ENV.ROUTING_RULE,
                 fix=f"Use one of {', '.join(ROUTING_RULES)}.",
+            )
+        if self.cross_check not in CROSS_CHECKS:
+            raise ConfigError(
+                f"{ENV.CROSS_CHECK}={self.cross_check!r} is not a cross-check.",
+                variable=ENV.CROSS_CHECK,
+                fix="Use nearest, neighbours or off.",
             )
         if not isinstance(self.neighbours, int) or isinstance(self.neighbours, bool) or not 1 <= self.neighbours <= 100:
             raise ConfigError(
@@ -373,6 +390,9 @@ class DistillConfig:
             raw = environ[ENV.VETO_MARGIN]
             off = raw.strip().lower() == "off"
             values["veto_margin"] = None if off else _number(raw, ENV.VETO_MARGIN, float, "a number in [0, 1], or off")
+        if environ.get(ENV.CROSS_CHECK):
+            check = environ[ENV.CROSS_CHECK].strip().lower()
+            values["cross_check"] = None if check == "off" else check
         for name, variable in (("route", ENV.ROUTE), ("capture", ENV.CAPTURE)):
             if environ.get(variable):
                 values[name] = _boolean(environ[variable], variable)

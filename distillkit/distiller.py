@@ -162,6 +162,7 @@ class Distiller:
             veto_margin=config.veto_margin,
             budget=self.budget,
             explore_rate=config.explore_rate,
+            cross_check=config.cross_check,
         )
         self._dataset_provider = dataset_provider
         self._fine_tuning_provider = fine_tuning_provider

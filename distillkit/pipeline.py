@@ -100,7 +100,8 @@ class Pipeline:
             except Exception as exc:
                 self._student_failed(request, exc)
             else:
-                return self._routed(request, result, create, asynchronous=False)
+                if self._cross_checked(request, result):
+                    return self._routed(request, result, create, asynchronous=False)
         result = create(**request.kwargs)
         delivered = self._deliver(request, result, student=False)
         if request.explore == "student":
@@ -124,7 +125,8 @@ class Pipeline:
             except Exception as exc:
                 self._student_failed(request, exc)
             else:
-                return self._routed(request, result, create, asynchronous=True)
+                if self._cross_checked(request, result):
+                    return self._routed(request, result, create, asynchronous=True)
         result = await create(**request.kwargs)
         delivered = self._deliver(request, result, student=False)
         if request.explore == "student":
@@ -172,6 +174,35 @@ class Pipeline:
             request.info.neighbour_id,
             request.info.fingerprint,
         )
+
+    def _cross_checked(self, request: Request, result: Any) -> bool:
+        """Whether the student's answer may be delivered: True, or False after the cross-check failed.
+
+        Where the router asked for it (answers repeat: :attr:`Signals.expected`), the student's
+        answer must be one its nearest trained neighbours got from the teacher; if not, the teacher
+        answers instead (the student's tokens are still counted). A streamed answer is delivered
+        as it comes, unchecked.
+        """
+        signals, info = request.signals, request.info
+        if signals is None or signals.expected is None or request.stream or info is None:
+            return True
+        completion = result.parse() if request.raw is not None else result  # parse() is cached
+        message, _ = response_message(completion)
+        if signals.consistent(message):
+            return True
+        self._stats.add(request.namespace, cross_check_failures=1)
+        self._stats.add_usage(request.namespace, str(info.model), getattr(completion, "usage", None))
+        request.info = RouteInfo(
+            False,
+            request.namespace,
+            request.teacher_model,
+            "student answer differs from its neighbours'",
+            info.similarity,
+            info.neighbour_id,
+            info.fingerprint,
+            info.agreeing,
+        )
+        return False
 
     def _routed(self, request: Request, result: Any, create: Callable[..., Any], *, asynchronous: bool) -> Any:
         """Deliver the student's answer; maybe ask the teacher too, in the background, to compare."""

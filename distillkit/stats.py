@@ -54,6 +54,8 @@ class NamespaceStats:
     routed: int = 0
     teacher: int = 0
     distilled_failures: int = 0
+    #: Routed requests whose student answer failed the cross-check (the teacher answered them).
+    cross_check_failures: int = 0
     captured: int = 0
     dropped: int = 0
     deduplicated: int = 0

@@ -43,8 +43,12 @@ def test_every_variable_is_read() -> None:
             ENV.PROMOTION_FLOOR: "0.9",
             ENV.MAX_ERROR: "0.02",
             ENV.EXPLORE_RATE: "0",
+            ENV.CROSS_CHECK: "neighbours",
         }
     )
+    assert config.cross_check == "neighbours"
+    assert DistillConfig.from_env({ENV.CROSS_CHECK: " Off "}).cross_check is None
+    assert DistillConfig.from_env({}).cross_check == "nearest"
     assert (config.holdout, config.holdout_min, config.promotion_floor) == (0.2, 3, 0.9)
     assert (config.max_error, config.explore_rate) == (0.02, 0.0)
     assert DistillConfig.from_env({ENV.MAX_ERROR: "off"}).max_error is None
@@ -75,6 +79,7 @@ def test_every_variable_is_read() -> None:
         (ENV.MAX_ERROR, "none", "number"),
         (ENV.MAX_ERROR, "1", "0.05, or off"),
         (ENV.EXPLORE_RATE, "-0.1", "between 0 and 1"),
+        (ENV.CROSS_CHECK, "always", "nearest, neighbours or off"),
     ],
 )
 def test_invalid_values_name_the_variable_and_what_it_accepts(variable: str, value: str, accepted: str) -> None:

@@ -43,6 +43,7 @@ until new labels (from the next model's gate, or exploration) show otherwise.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import threading
 import time
@@ -65,6 +66,7 @@ __all__ = [
     "Label",
     "Signals",
     "answer_class",
+    "answer_key",
     "fit",
     "min_labels",
     "upper_bound",
@@ -131,8 +133,25 @@ def min_labels(max_error: float, confidence: float = CONFIDENCE) -> int:
     return max(1, math.ceil(math.log(1.0 - confidence) / math.log1p(-max_error)))
 
 
+def answer_key(payload: Mapping[str, Any]) -> str | None:
+    """A stored point's teacher answer in a canonical form, for comparing answers (None if absent).
+
+    Content is compared with whitespace collapsed; tool calls by name and arguments (their ids
+    differ on every call).
+    """
+    response = payload.get("response")
+    if not isinstance(response, Mapping):
+        return None
+    content = response.get("content")
+    text = " ".join(content.split()) if isinstance(content, str) else content
+    calls = [
+        (call.get("function") or {}) if isinstance(call, Mapping) else call for call in response.get("tool_calls") or []
+    ]
+    return json.dumps([text, calls], sort_keys=True, default=str)
+
+
 def answer_class(key: str | None) -> str | None:
-    """A short stable name for a teacher answer (:func:`distillkit.router.answer_key`)."""
+    """A short stable name for a teacher answer (:func:`answer_key`)."""
     return None if key is None else hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -171,11 +190,20 @@ class Signals:
         similarity: cosine similarity of the nearest trained neighbour.
         answer_class: :func:`answer_class` of its teacher answer.
         repeating: its answer repeats among the nearest neighbours (compare exactly).
+        expected: with the cross-check, the answer classes the student's answer must be one of
+            (the nearest trained neighbours' teacher answers); None where answers do not repeat.
     """
 
     similarity: float
     answer_class: str | None = None
     repeating: bool = False
+    expected: frozenset[str] | None = None
+
+    def consistent(self, answer: Mapping[str, Any] | None) -> bool:
+        """Whether the student's ``answer`` (an assistant message) passes the cross-check."""
+        if self.expected is None:
+            return True
+        return answer is not None and answer_class(answer_key({"response": answer})) in self.expected
 
 
 @dataclass(frozen=True)

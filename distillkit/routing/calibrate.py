@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
-from distillkit.routing.router import answer_key
+from distillkit.routing.budget import answer_key
 
 if TYPE_CHECKING:
     from distillkit.routing.embedders import Embedder

@@ -25,15 +25,14 @@ reach the similarities the router does not route yet.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from distillkit.config import ENV, ROUTING_RULES
 from distillkit.errors import ConfigError
-from distillkit.routing.budget import Acceptance, ErrorBudget, Signals, answer_class
+from distillkit.routing.budget import Acceptance, ErrorBudget, Signals, answer_class, answer_key
 from distillkit.routing.request import Request, RouteInfo
 from distillkit.state import ActiveModel, ModelRegistry
 
@@ -50,23 +49,6 @@ logger = logging.getLogger("distillkit")
 #: The only payload field the rule reads from a neighbour (its teacher answer): fetching just this
 #: keeps a search cheap when stored conversations are long.
 ANSWER_FIELDS = ("response",)
-
-
-def answer_key(payload: Mapping[str, Any]) -> str | None:
-    """A stored point's teacher answer in a canonical form, for comparing answers (None if absent).
-
-    Content is compared with whitespace collapsed; tool calls by name and arguments (their ids
-    differ on every call).
-    """
-    response = payload.get("response")
-    if not isinstance(response, Mapping):
-        return None
-    content = response.get("content")
-    text = " ".join(content.split()) if isinstance(content, str) else content
-    calls = [
-        (call.get("function") or {}) if isinstance(call, Mapping) else call for call in response.get("tool_calls") or []
-    ]
-    return json.dumps([text, calls], sort_keys=True, default=str)
 
 
 class Router:
@@ -86,6 +68,7 @@ class Router:
         veto_margin: float | None = 0.05,
         budget: ErrorBudget | None = None,
         explore_rate: float = 0.0,
+        cross_check: str | None = None,
     ) -> None:
         if rule not in ROUTING_RULES:
             raise ConfigError(
@@ -107,6 +90,10 @@ class Router:
         self.budget = budget
         #: Share of would-be-routed requests compared in the background (see the module docstring).
         self.explore_rate = explore_rate
+        #: Where answers repeat, the student's answer must be the nearest trained neighbour's
+        #: (``"nearest"``) or one of the ``neighbours`` nearest's (``"neighbours"``), or the teacher
+        #: answers (None: off). See the module docstring.
+        self.cross_check = cross_check
         self._random = random.Random()
         self._store = store
         self._embedder = embedder
@@ -173,7 +160,8 @@ class Router:
         else:
             rule_reason = None
         klass = answer_class(answer_key(best.payload))
-        request.signals = Signals(float(best.score), klass, repeating=agreeing is not None and agreeing >= 2)
+        repeating = agreeing is not None and agreeing >= 2
+        request.signals = Signals(float(best.score), klass, repeating, self._expected(hits) if repeating else None)
         request.student_model = active.model
         acceptance = self._acceptance(ns)
         verdict, budget_reason = acceptance.decide(best.score, klass) if acceptance is not None else (None, "")
@@ -245,6 +233,13 @@ class Router:
             return None
         untrained = answer_key(hits[0].payload)
         return hits[0].id if untrained is not None and untrained != answer_key(best.payload) else None
+
+    def _expected(self, hits: list[Any]) -> frozenset[str] | None:
+        """The answers the student's must be one of to pass the cross-check (None: no cross-check)."""
+        if self.cross_check is None:
+            return None
+        chosen = hits[:1] if self.cross_check == "nearest" else hits
+        return frozenset(k for k in (answer_class(answer_key(hit.payload)) for hit in chosen) if k is not None)
 
     @staticmethod
     def _agreeing(hits: list[Any]) -> int:

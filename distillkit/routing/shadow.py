@@ -321,8 +321,8 @@ class ShadowChecks:
         signals: Signals | None,
         source: str,
     ) -> None:
-        if self.budget is None or signals is None or teacher is None:
-            return
+        if self.budget is None or signals is None or teacher is None or not signals.consistent(student):
+            return  # (an answer the cross-check stops never reaches a caller: no label)
         agreed = agrees(kwargs, student, teacher, repeating=signals.repeating)
         label = Label(signals.similarity, agreed, signals.answer_class, "explore" if source == "explore" else "shadow")
         self.budget.add(namespace, [label])

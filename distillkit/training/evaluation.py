@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distillkit.routing.router import answer_key
+from distillkit.routing.budget import answer_class, answer_key
 from distillkit.routing.shadow import SHORT_ANSWER_WORDS, TEXT_SIMILARITY, agrees, free_text
 
 __all__ = [
@@ -225,6 +225,9 @@ class HeldOutResult:
     id: str
     agreed: bool
     error: str | None = None  # the candidate's call failed (counted apart, not as a disagreement)
+    #: :func:`~distillkit.routing.budget.answer_class` of the candidate's answer, where the
+    #: teacher's answer repeats (what the router's cross-check compares); None otherwise.
+    answer_class: str | None = None
 
 
 @dataclass
@@ -337,7 +340,8 @@ def evaluate(
                 continue
         else:
             ok = agrees(kwargs, answer, teacher, repeating=repeats, text_similarity=text_similarity)
-        results.append(HeldOutResult(point_id, ok))
+        klass = answer_class(answer_key({"response": answer})) if repeats and answer is not None else None
+        results.append(HeldOutResult(point_id, ok, answer_class=klass))
     failed = sum(r.error is not None for r in results)
     if failed > max_failed_share * len(results):
         errors = sorted({r.error for r in results if r.error})

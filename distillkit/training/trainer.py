@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from distillkit.errors import FineTuningUnavailableError
-from distillkit.routing.budget import Label, answer_class
-from distillkit.routing.router import answer_key
+from distillkit.routing.budget import Label, answer_class, answer_key
 from distillkit.state import HISTORY_KIND, HOLDOUT_KIND, JOB_KIND, ModelRegistry
 from distillkit.training.activation import FLIP_BATCH, conclude
 from distillkit.training.evaluation import Evaluation, JudgeFn, StudentFn, evaluate, split_holdout
@@ -615,10 +614,15 @@ class Trainer:
             judge=self.judge,
             counted=routable if len(routable) >= self.config.holdout_min else None,
         )
+        # With the cross-check on, a held-out answer that is not its nearest neighbour's would have
+        # gone to the teacher: it says nothing about the answers the router lets through.
+        checked = self.config.cross_check is not None
         labels = [
             Label(neighbours[r.id][0], r.agreed, neighbours[r.id][1], "gate")
             for r in evaluation.results
-            if r.error is None and r.id in neighbours
+            if r.error is None
+            and r.id in neighbours
+            and not (checked and r.answer_class is not None and r.answer_class != neighbours[r.id][1])
         ]
         return evaluation, labels
 

@@ -54,8 +54,16 @@ def sim() -> Iterator[Simulator]:
 
 def trained_distiller(sim: Simulator, tmp_path: Path, **config: Any) -> tuple[Distiller, Any]:
     """Capture 12 questions per intent and train; the gate's held-out answers become labels, but
-    its floor is 0: two intents are wrong on purpose, and which points are held out is random."""
-    settings: dict[str, Any] = {"path": str(tmp_path / "store"), "min_examples": 10, "promotion_floor": 0.0}
+    its floor is 0: two intents are wrong on purpose, and which points are held out is random.
+
+    The cross-check is off unless asked for: the simulator's wrong answers are unlike any teacher
+    answer, so it would stop every one of them before the budget ever saw it."""
+    settings: dict[str, Any] = {
+        "path": str(tmp_path / "store"),
+        "min_examples": 10,
+        "promotion_floor": 0.0,
+        "cross_check": None,
+    }
     distiller = Distiller(
         DistillConfig(**{**settings, **config}),
         fine_tuning_provider=OpenAIFineTuningProvider(sim.client()),
@@ -177,6 +185,87 @@ def test_a_shadow_check_that_disagrees_blocks_its_answer_class_until_shown_right
         assert distiller.flush(10)
         third = ask(client, wrong_text)
         assert distillkit.route_info(third).routed  # type: ignore[union-attr]
+    finally:
+        distillkit.unwrap(client)
+        distiller.close()
+
+
+@pytest.mark.parametrize("check", ["nearest", "neighbours"])
+def test_the_cross_check_sends_an_answer_unlike_its_neighbours_to_the_teacher(
+    sim: Simulator, tmp_path: Path, check: str
+) -> None:
+    distiller, client = trained_distiller(sim, tmp_path, holdout=0.0, explore_rate=0.0, cross_check=check)
+    distiller.shadows.rate = 0.0
+    try:
+        wrong_text = TEXTS["request_refund"][0]  # trained verbatim; the student answers it wrongly
+        students = len(sim.chat_requests()) - len(sim.chat_requests(model="gpt-4.1"))
+        before = distiller.stats()["default"]
+        reply = ask(client, wrong_text)
+        info = distillkit.route_info(reply)
+        assert info is not None and not info.routed
+        assert info.reason == "student answer differs from its neighbours'"
+        assert reply.choices[0].message.content == canned("request_refund")  # the teacher's answer
+        assert len(sim.chat_requests()) - len(sim.chat_requests(model="gpt-4.1")) == students + 1  # asked first
+        stats = distiller.stats()["default"]
+        assert stats.cross_check_failures == 1 and stats.routed == 0 and stats.teacher == before.teacher + 1
+        # An answer the neighbours gave is delivered as before.
+        right = ask(client, TEXTS["card_arrival"][0])
+        assert distillkit.route_info(right).routed  # type: ignore[union-attr]
+        assert right.choices[0].message.content == canned("card_arrival")
+        # Without the check the same request gets the student's wrong answer: the check did it.
+        distiller.router.cross_check = None
+        unchecked = ask(client, wrong_text)
+        assert distillkit.route_info(unchecked).routed  # type: ignore[union-attr]
+        assert unchecked.choices[0].message.content != canned("request_refund")
+    finally:
+        distillkit.unwrap(client)
+        distiller.close()
+
+
+def test_the_cross_check_leaves_answers_that_never_repeat_alone(tmp_path: Path) -> None:
+    """Free text (every teacher answer different) gives nothing to compare: the student answers."""
+    with Simulator(answer=lambda body: "About: " + body["messages"][-1]["content"], job_step_seconds=0.01) as sim:
+        sim.student_wrong()
+        distiller = Distiller(
+            DistillConfig(path=str(tmp_path / "store"), min_examples=10, holdout=0.0, explore_rate=0.0),
+            fine_tuning_provider=OpenAIFineTuningProvider(sim.client()),
+        )
+        assert distiller.config.cross_check == "nearest"  # the default
+        client = distillkit.wrap(sim.client(), distiller)
+        try:
+            texts = [text for intent in INTENTS for text in TEXTS[intent][:3]]
+            for text in texts:
+                ask(client, text)
+            [round_] = distiller.train_now(wait=True, timeout=30)
+            assert round_.status == "succeeded", round_
+            reply = ask(client, texts[0])
+            info = distillkit.route_info(reply)
+            assert info is not None and info.routed, info
+            assert reply.choices[0].message.content != "About: " + texts[0]  # unchecked, as before
+        finally:
+            distillkit.unwrap(client)
+            distiller.close()
+
+
+def test_exploration_keeps_no_label_for_an_answer_the_cross_check_stops(sim: Simulator, tmp_path: Path) -> None:
+    distiller, client = trained_distiller(sim, tmp_path, holdout=0.0, explore_rate=1.0, cross_check="nearest")
+    distiller.shadows.rate = 1.0
+    try:
+        for intent in INTENTS:
+            for text in TEXTS[intent][:4]:  # trained verbatim: all would be routed
+                ask(client, text)
+                assert distiller.flush(10)
+        stats = distiller.stats()["default"]
+        assert stats.cross_check_failures == 8 and stats.routed == 16  # the two wrong intents' four each
+        for intent in INTENTS:
+            for text in TEXTS[intent][12:20]:  # paraphrases: the refused ones are explored on the student
+                ask(client, text)
+                assert distiller.flush(10)
+        assert distiller.wait_shadows(10)
+        labels = distiller.budget.labels("default")
+        assert any(label.source == "explore" for label in labels), labels
+        # Only answers that pass the check were compared: the student's wrong ones never are.
+        assert all(label.agreed for label in labels), labels
     finally:
         distillkit.unwrap(client)
         distiller.close()
