@@ -66,6 +66,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--round-every", type=int, default=None, help="requests between rounds (700; --quick 96)")
     parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (2; --quick 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--logprobs", action="store_true", help="frontier with the student's token log-probabilities")
+    parser.add_argument("--dump", help="write every test query's signals as JSON to this file")
     args = parser.parse_args()
     quick = {"intents": 10, "unseen": 2, "train_per_intent": 24, "test_per_intent": 4, "round_every": 96, "epochs": 3}
     full = {"intents": 77, "unseen": 7, "train_per_intent": 40, "test_per_intent": 10, "round_every": 700, "epochs": 2}
@@ -121,18 +123,31 @@ def ask(client: Any, text: str, **options: Any) -> tuple[bool, str]:
 
 #: Similarity thresholds of the frontier table.
 FRONTIER_AT = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.0)
+#: Minimum token log-probabilities of the frontier table (with ``--logprobs``).
+LOGPROB_AT = (-0.01, -0.1, -0.5)
 
 
 def frontier(
-    distiller: Distiller, base_url: str, tests: dict[str, list[str]], streamed: list[str], unseen: list[str]
+    distiller: Distiller,
+    base_url: str,
+    tests: dict[str, list[str]],
+    streamed: list[str],
+    unseen: list[str],
+    *,
+    logprobs: bool = False,
+    dump: str | None = None,
 ) -> list[str]:
     """Agreement against routed share per signal, over every test query (whatever the router decided).
 
     Each test query is embedded with the library's embedder, its 5 nearest trained points are read
     from the store, and the active student answers it directly (the router is not asked). Signals:
-    the nearest trained neighbour's similarity alone, and with the cross-check (the student's own
-    answer equals the nearest neighbour's teacher answer, or is one of the 5 nearest's answers).
+    the nearest trained neighbour's similarity alone; with the cross-check (the student's own
+    answer equals the nearest neighbour's teacher answer, or is one of the 5 nearest's answers);
+    with ``logprobs``, also the lowest token log-probability of the student's answer. ``dump``
+    writes every query's signals as JSON, for other combinations.
     """
+    import json
+
     from openai import OpenAI
 
     from distillkit.routing.budget import answer_key
@@ -141,7 +156,7 @@ def frontier(
     if active is None:
         return ["frontier: no active student"]
     student = OpenAI(base_url=base_url, api_key="local", max_retries=0)
-    rows: list[tuple[bool, float, bool, bool, bool]] = []  # known, similarity, correct, ==nn1, in top 5
+    rows: list[dict[str, Any]] = []
     for intent in streamed + unseen:
         for text in tests[intent]:
             messages = [{"role": "system", "content": demo.REAL_SYSTEM}, {"role": "user", "content": text}]
@@ -149,37 +164,59 @@ def frontier(
             hits = distiller.store.search(vector, namespace=NAMESPACE, indexed=True, limit=5, fields=("response",))
             reply = student.chat.completions.create(
                 model=active.model,
-                messages=messages,
+                messages=messages,  # type: ignore[arg-type]
                 max_tokens=demo.MAX_TOKENS,
-                temperature=0,  # type: ignore[arg-type]
+                temperature=0,
+                **({"logprobs": True} if logprobs else {}),
             )
-            answer = (reply.choices[0].message.content or "").strip()
+            choice = reply.choices[0]
+            answer = (choice.message.content or "").strip()
             mine = answer_key({"response": {"content": answer}})
             keys = [answer_key(hit.payload) for hit in hits]
-            similarity = float(hits[0].score) if hits else 0.0
+            tokens = [t.logprob for t in (choice.logprobs.content or [])] if logprobs and choice.logprobs else []
             rows.append(
-                (
-                    intent in streamed,
-                    similarity,
-                    answer == demo.short_answer(intent),
-                    bool(keys) and mine == keys[0],
-                    mine in keys,
-                )
+                {
+                    "known": intent in streamed,
+                    "similarity": float(hits[0].score) if hits else 0.0,
+                    "correct": answer == demo.short_answer(intent),
+                    "nearest": bool(keys) and mine == keys[0],
+                    "top5": mine in keys,
+                    "agreeing": sum(k == keys[0] for k in keys) if keys else 0,
+                    "min_logprob": min(tokens) if tokens else None,
+                }
             )
-    lines = ["frontier over all test queries (routed share / agreement on streamed intents; false-route on unseen):"]
-    signals = {"similarity only": 2, "+ student answer = nearest's": 3, "+ student answer in 5 nearest's": 4}
-    for name, column in signals.items():
+    if dump:
+        Path(dump).write_text(json.dumps(rows))
+    n_known = sum(r["known"] for r in rows) or 1
+    n_new = sum(not r["known"] for r in rows) or 1
+
+    def line(name: str, accept: Any) -> str:
         cells = []
         for at in FRONTIER_AT:
-            chosen = [r for r in rows if r[1] >= at and (column == 2 or r[column])]
-            known = [r for r in chosen if r[0]]
-            n_known = sum(r[0] for r in rows) or 1
-            n_new = sum(not r[0] for r in rows) or 1
-            agree = sum(r[2] for r in known) / len(known) if known else 0.0
+            chosen = [r for r in rows if r["similarity"] >= at and accept(r)]
+            known = [r for r in chosen if r["known"]]
+            agree = sum(r["correct"] for r in known) / len(known) if known else 0.0
             cells.append(f">={at:g}: {len(known) / n_known:.3f}/{agree:.3f}/{(len(chosen) - len(known)) / n_new:.3f}")
-        lines.append(f"  {name:32} " + "  ".join(cells))
-    student_right = sum(r[2] for r in rows if r[0]) / (sum(r[0] for r in rows) or 1)
-    lines.append(f"  the student alone answers {student_right:.3f} of streamed intents' test queries as the teacher")
+        return f"  {name:40} " + "  ".join(cells)
+
+    lines = [
+        "frontier over all test queries, by the nearest trained neighbour's similarity (routed share and "
+        "agreement on streamed intents / false-route rate on intents never streamed):",
+        line("similarity only", lambda r: True),
+        line("+ 5 nearest agree", lambda r: r["agreeing"] == 5),
+        line("+ cross-check: answer = nearest's", lambda r: r["nearest"]),
+        line("+ cross-check: answer in 5 nearest's", lambda r: r["top5"]),
+    ]
+    if logprobs:
+        for cut in LOGPROB_AT:
+            lines.append(
+                line(
+                    f"+ nearest's, min logprob >= {cut:g}",
+                    lambda r, cut=cut: r["nearest"] and r["min_logprob"] is not None and r["min_logprob"] >= cut,
+                )
+            )
+    right = sum(r["correct"] for r in rows if r["known"]) / n_known
+    lines.append(f"  the student alone answers {right:.3f} of streamed intents' test queries as the teacher")
     return lines
 
 
@@ -222,7 +259,7 @@ def main() -> None:
     with (
         Simulator(answer=teacher) as sim,
         tempfile.TemporaryDirectory() as folder,
-        demo.local_student(folder, demo.local_settings(args.epochs)) as (provider, base_url),
+        demo.local_student(folder, demo.local_settings(args.epochs), logprobs=args.logprobs) as (provider, base_url),
     ):
         config = DistillConfig(
             path=str(Path(folder) / "store"),
@@ -286,7 +323,9 @@ def main() -> None:
             walls["test"] = time.perf_counter() - t
             test_saving = saved_share(distiller.stats(NAMESPACE)[NAMESPACE], before)
             t = time.perf_counter()
-            frontier_lines = frontier(distiller, base_url, tests, streamed, unseen)
+            frontier_lines = frontier(
+                distiller, base_url, tests, streamed, unseen, logprobs=args.logprobs, dump=args.dump
+            )
             walls["frontier (every test query asked of the student)"] = time.perf_counter() - t
         finally:
             distillkit.unwrap(client)

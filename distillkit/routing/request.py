@@ -254,7 +254,8 @@ class RouteInfo:
         neighbour_id: that neighbour's point id.
         reason: why: ``"similar request trained"``, ``"below threshold"``, ``"no distilled model"``,
             ``"routing off"``, ``"not routable: <why>"``, ``"distilled model failed: <error>"``,
-            ``"neighbours agree"`` (the agreement rule); once the error budget is fitted
+            ``"neighbours agree"`` (the agreement rule), ``"student answer differs from its
+            neighbours'"`` (the cross-check sent it to the teacher); once the error budget is fitted
             (:mod:`distillkit.routing.budget`): ``"within the error budget"``, ``"below fitted
             threshold"``, ``"over the error budget"``, ``"answer class last answered wrong"``,
             ``"answer class over the error budget"``.

@@ -21,6 +21,11 @@ the answer class is blocked) of the requests that have a trained neighbour is ma
 background comparison: routed ones are also asked of the teacher (which costs a teacher call),
 refused ones also of the student (the teacher's answer is there already): that is how labels
 reach the similarities the router does not route yet.
+
+The cross-check (``cross_check``, with the agreement rule): where answers repeat, a routed
+request's :class:`~distillkit.routing.budget.Signals` carry the answers its nearest trained
+neighbours got (``expected``); the pipeline delivers the student's answer only if it is one of
+them, and otherwise lets the teacher answer (:meth:`distillkit.pipeline.Pipeline._cross_checked`).
 """
 
 from __future__ import annotations
