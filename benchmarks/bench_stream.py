@@ -167,7 +167,7 @@ def frontier(
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=demo.MAX_TOKENS,
                 temperature=0,
-                **({"logprobs": True} if logprobs else {}),
+                logprobs=logprobs,
             )
             choice = reply.choices[0]
             answer = (choice.message.content or "").strip()

@@ -248,15 +248,16 @@ def local_settings(epochs: int = 2) -> Any:
 
 
 @contextlib.contextmanager
-def local_student(folder: str | Path, settings: Any = None) -> Iterator[tuple[Any, str]]:
+def local_student(folder: str | Path, settings: Any = None, *, logprobs: bool = False) -> Iterator[tuple[Any, str]]:
     """The local student server (llama.cpp) and a LoRA provider that registers adapters with it.
 
     Yields ``(provider, base_url)``: give the provider to :class:`Distiller` as
-    ``fine_tuning_provider`` and the URL as ``distilled_base_url``. The server stops on exit.
+    ``fine_tuning_provider`` and the URL as ``distilled_base_url``. The server stops on exit;
+    ``logprobs`` lets requests ask for token log-probabilities (each request is slower).
     """
     from distillkit.training.lora import LoRAFineTuningProvider
 
-    with _student_server(LOCAL_BASE_MODEL) as server:
+    with _student_server(LOCAL_BASE_MODEL, logprobs=logprobs) as server:
         provider = LoRAFineTuningProvider(
             Path(folder) / "lora",
             base_model=LOCAL_BASE_MODEL,
@@ -266,11 +267,11 @@ def local_student(folder: str | Path, settings: Any = None) -> Iterator[tuple[An
         yield provider, server.base_url
 
 
-def _student_server(base_model: str) -> Any:
+def _student_server(base_model: str, *, logprobs: bool = False) -> Any:
     """The local OpenAI-compatible student server on ``base_model`` (a context manager)."""
     from distillkit.student import StudentServer  # type: ignore[import-not-found,unused-ignore]
 
-    return StudentServer(base_model, port=0)
+    return StudentServer(base_model, port=0, logprobs=logprobs)
 
 
 class TrainingProgress:
