@@ -290,10 +290,17 @@ def main() -> None:
                 took = time.perf_counter() - progress.started
                 training += took
                 for r in rounds:
-                    agreement = (r.evaluation or {}).get("agreement")
+                    evaluation = r.evaluation or {}
+                    agreement = evaluation.get("agreement")
                     line = (
                         f"{label}: {r.status}, {r.examples} examples, {r.held_out} held out"
-                        + (f", held-out agreement {agreement:.3f}" if agreement is not None else "")
+                        + (
+                            f", held-out agreement {agreement:.3f} on {evaluation.get('n')} "
+                            f"{evaluation.get('scope')} (all held out: {evaluation.get('agreed_all')}/"
+                            f"{evaluation.get('held_out')})"
+                            if agreement is not None
+                            else ""
+                        )
                         + (f" ({r.reason})" if r.reason and r.status not in ("succeeded",) else "")
                         + f", {took:.0f} s"
                     )

@@ -390,7 +390,7 @@ class Distiller:
                         fine_tuning_provider=fine_tuning,
                         student=self._ask_candidate,
                         judge=self._teacher_judge if self.config.judge == "teacher" else None,
-                        on_labels=self.budget.add if self.budget is not None else None,
+                        on_labels=self.budget.restart if self.budget is not None else None,
                     )
         return self._trainer
 

@@ -474,6 +474,25 @@ class ErrorBudget:
             store.put_record(LABELS_KIND, namespace, {"labels": rows})
         return self.refit(namespace)
 
+    def restart(self, namespace: str, labels: Iterable[Label]) -> Acceptance | None:
+        """A new model is active: its ``labels`` (the promotion gate's) replace the previous model's.
+
+        Labels measure one student; a new model may answer better or worse, so the acceptance is
+        fitted again from its own labels only (none: the configured rule decides until exploration
+        and shadow checks have measured it).
+        """
+        rows = [label.compact() for label in labels][-self.max_labels :]
+        with self._lock:
+            store = self._store()
+            store.put_record(LABELS_KIND, namespace, {"labels": rows})
+            if not rows:
+                raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
+                raw["fit"] = None
+                store.put_record(ACCEPTANCE_KIND, namespace, raw)
+                self._cache[namespace] = (time.monotonic(), None)
+                return None
+        return self.refit(namespace)
+
     def refit(self, namespace: str) -> Acceptance | None:
         labels = self.labels(namespace)
         if not labels:

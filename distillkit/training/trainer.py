@@ -34,7 +34,14 @@ from distillkit.errors import FineTuningUnavailableError
 from distillkit.routing.budget import Label, answer_class, answer_key
 from distillkit.state import HISTORY_KIND, HOLDOUT_KIND, JOB_KIND, ModelRegistry
 from distillkit.training.activation import FLIP_BATCH, conclude
-from distillkit.training.evaluation import Evaluation, JudgeFn, StudentFn, evaluate, split_holdout
+from distillkit.training.evaluation import (
+    MIN_ROUTABLE_VERDICT,
+    Evaluation,
+    JudgeFn,
+    StudentFn,
+    evaluate,
+    split_holdout,
+)
 from distillkit.training.providers import DatasetProvider, FineTuningProvider, JobStatus
 from distillkit.training.rounds import (
     ENDED,
@@ -76,8 +83,9 @@ class Trainer:
             take, returning its assistant message; with it (and ``config.holdout`` > 0) the
             promotion gate is on. Without it, every succeeded job is activated as before.
         judge: compare answers with this (teacher-as-judge) instead of the rules.
-        on_labels: receives ``(namespace, labels)`` measured on a promoted candidate's held-out
-            points, for the error budget.
+        on_labels: receives ``(namespace, labels)`` each time a model is activated: the labels
+            measured on its held-out points (none without the gate), which replace the previous
+            model's in the error budget.
 
     Example:
         >>> rounds = trainer.tick()  # doctest: +SKIP
@@ -556,9 +564,9 @@ class Trainer:
                 flip_batch=self.FLIP_BATCH,
                 evaluation=evaluation.as_record() if evaluation is not None else None,
             )
-        if outcome == "succeeded" and evaluation is not None and self.on_labels is not None:
+        if outcome == "succeeded" and self.on_labels is not None:
             try:
-                self.on_labels(ns, labels)
+                self.on_labels(ns, labels)  # the new model's own (none without a gate)
             except Exception as exc:  # the model is active; only the labels are lost
                 logger.warning("distillkit: %s: could not keep the gate's labels (%s)", ns, describe(exc))
         if outcome == "succeeded":
@@ -574,7 +582,7 @@ class Trainer:
         training data (this round's trained points, and the points trained before), of the same
         task, and that neighbour's answer class. The verdict counts the held-out points the router
         would route (neighbour at or above the configured threshold) when there are at least
-        ``holdout_min`` of them, else all.
+        ``MIN_ROUTABLE_VERDICT`` (and ``holdout_min``) of them, else all.
         """
         assert self.student is not None
         held = {p.id: p for p in store.retrieve([str(i) for i in record.get("held_out") or []], with_vectors=True)}
@@ -612,7 +620,7 @@ class Trainer:
             floor=self.config.promotion_floor,
             context=[p.payload for p in trained],
             judge=self.judge,
-            counted=routable if len(routable) >= self.config.holdout_min else None,
+            counted=routable if len(routable) >= max(self.config.holdout_min, MIN_ROUTABLE_VERDICT) else None,
         )
         # With the cross-check on, a held-out answer that is not its nearest neighbour's would have
         # gone to the teacher: it says nothing about the answers the router lets through.

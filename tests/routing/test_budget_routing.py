@@ -190,6 +190,34 @@ def test_a_shadow_check_that_disagrees_blocks_its_answer_class_until_shown_right
         distiller.close()
 
 
+def test_a_new_model_is_judged_by_its_own_labels_not_its_predecessors(sim: Simulator, tmp_path: Path) -> None:
+    distiller, client = trained_distiller(sim, tmp_path, holdout=0.0, explore_rate=0.0)  # no gate labels
+    try:
+        wrong_text = TEXTS["request_refund"][0]
+        ask(client, wrong_text)  # routed, answered wrongly, shadow-checked: a disagreeing label
+        assert distiller.flush(10)
+        assert not distillkit.route_info(ask(client, wrong_text)).routed  # type: ignore[union-attr]
+        assert any(not label.agreed for label in distiller.budget.labels("default"))
+
+        sim.student_right()  # the next model answers refunds right
+        for intent in INTENTS:
+            for text in TEXTS[intent][12:14]:
+                client.chat.completions.create(
+                    model="gpt-4.1", messages=[{"role": "user", "content": text}], distillkit={"route": False}
+                )
+        assert distiller.flush(10)
+        [round_] = distiller.train_now(wait=True, timeout=30)
+        assert round_.status == "succeeded", round_
+        assert distiller.budget.labels("default") == []  # the old model's labels went with it
+        assert distiller.budget.acceptance("default") is None
+        reply = ask(client, wrong_text)
+        assert distillkit.route_info(reply).routed  # type: ignore[union-attr]
+        assert reply.choices[0].message.content == canned("request_refund")
+    finally:
+        distillkit.unwrap(client)
+        distiller.close()
+
+
 @pytest.mark.parametrize("check", ["nearest", "neighbours"])
 def test_the_cross_check_sends_an_answer_unlike_its_neighbours_to_the_teacher(
     sim: Simulator, tmp_path: Path, check: str

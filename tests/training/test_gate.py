@@ -10,6 +10,7 @@ from distillkit.store import EdgeStore
 from distillkit.streams import response_message
 from distillkit.testing import Simulator
 from distillkit.training import Trainer
+from distillkit.training.evaluation import MIN_ROUTABLE_VERDICT
 
 from .conftest import add_points, make_trainer, payloads
 
@@ -55,6 +56,27 @@ def test_a_candidate_that_answers_right_is_activated(sim: Simulator, store: Edge
     record = trainer.jobs()["ns"]
     assert held <= set(record["point_ids"]) and not held & set(record["held_out"])
     assert second.status == "started"
+
+
+def test_the_verdict_counts_only_routable_points_when_there_are_enough_of_them(
+    sim: Simulator, store: EdgeStore
+) -> None:
+    labels: list[tuple[str, list[Label]]] = []
+    trainer = gated(store, sim, labels, threshold=0.0)  # every held-out point is routable
+    add_points(store, 20)
+    [started] = trainer.tick()
+    sim.finish_jobs()
+    [done] = trainer.wait([started], timeout=10)
+    assert done.evaluation is not None
+    assert (done.evaluation["scope"], done.evaluation["n"]) == ("all", 2)  # 2 routable: too few alone
+
+    add_points(store, 300, start=20)
+    [started] = trainer.tick()
+    assert started.held_out >= MIN_ROUTABLE_VERDICT
+    sim.finish_jobs()
+    [done] = trainer.wait([started], timeout=10)
+    assert done.evaluation is not None
+    assert (done.evaluation["scope"], done.evaluation["n"]) == ("routable", started.held_out)
 
 
 def test_a_candidate_that_answers_wrongly_is_not_activated(sim: Simulator, store: EdgeStore) -> None:
