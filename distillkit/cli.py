@@ -197,6 +197,7 @@ def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
             args.namespace,
             args.target_precision,
             min_support=args.min_support,
+            labels=distiller.budget.labels(args.namespace) if distiller.budget is not None else (),
         )
         if args.save and result.threshold is not None:
             if distiller.registry.get(args.namespace) is None:
@@ -212,7 +213,10 @@ def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
         json.dump({**result.as_dict(), "saved": saved}, out, indent=2, sort_keys=True)
         out.write("\n")
     else:
-        out.write(f"{args.namespace}: {result.points} points, {result.pairs} leave-one-out pairs\n")
+        if result.source == "labels":
+            out.write(f"{args.namespace}: {result.pairs} measured labels of the student (shadow checks, exploration)\n")
+        else:
+            out.write(f"{args.namespace}: {result.points} points, {result.pairs} leave-one-out pairs\n")
         out.write(f"{'threshold':>9}{'precision':>11}{'coverage':>10}{'pairs':>7}\n")
         for c in result.curve:
             mark = "  <- chosen" if c.threshold == result.threshold else ""

@@ -11,6 +11,12 @@ threshold is the lowest candidate whose precision reaches the target with at lea
 It measures whether a neighbour's teacher answer would have been right, which is what routing
 bets on; it only means something where answers repeat (labels, JSON, tool calls), not for free
 text that never repeats word for word.
+
+Measured labels come first. When the error budget has at least ``min_support`` traffic labels for
+the active model (shadow checks and exploration: the student's own answers compared with the
+teacher's, :mod:`distillkit.routing.budget`), the curve is computed from them instead: each label
+is the similarity the router saw and whether the student answered as the teacher. That measures
+the student itself, for free text too, and needs no embedding. ``Calibration.source`` says which.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
-from distillkit.routing.budget import answer_key
+from distillkit.routing.budget import Label, answer_key
 
 if TYPE_CHECKING:
     from distillkit.routing.embedders import Embedder
@@ -57,6 +63,8 @@ class Calibration:
         points: stored points looked at; ``pairs``: those with a neighbour and an answer.
         threshold: the chosen threshold, or None when ``reason`` says why none was chosen.
         curve: one :class:`CurvePoint` per candidate threshold, lowest first.
+        source: ``"labels"`` (the student's measured answers) or ``"pairs"`` (stored points'
+            leave-one-out neighbours); ``pairs`` counts the measurements either way.
     """
 
     namespace: str
@@ -67,6 +75,7 @@ class Calibration:
     threshold: float | None
     reason: str
     curve: list[CurvePoint] = field(default_factory=list)
+    source: str = "pairs"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +119,7 @@ def calibrate(
     min_support: int = 20,
     thresholds: Sequence[float] | None = None,
     batch_size: int = 256,
+    labels: Sequence[Label] = (),
 ) -> Calibration:
     """Measure the namespace's precision/coverage curve and choose a threshold (see the module doc).
 
@@ -120,6 +130,8 @@ def calibrate(
         target_precision: the share of routed-like pairs whose answers must agree (0 < p ≤ 1).
         min_support: pairs needed at or above a threshold for it to be chosen.
         thresholds: candidates; default 0.50 to 0.99 by 0.01.
+        labels: the error budget's labels of the namespace; its traffic labels (not the promotion
+            gate's) are used instead of pairs when there are at least ``min_support`` of them.
     """
     if not 0.0 < target_precision <= 1.0:
         raise ConfigError(
@@ -127,7 +139,12 @@ def calibrate(
             variable="target_precision",
             fix="Use e.g. 0.95.",
         )
-    count, pairs = _pairs(store, embedder, namespace, batch_size)
+    measured = [(label.similarity, label.agreed) for label in labels if label.source != "gate"]
+    source = "labels" if len(measured) >= min_support else "pairs"
+    if source == "labels":
+        count, pairs = len(measured), measured
+    else:
+        count, pairs = _pairs(store, embedder, namespace, batch_size)
     curve: list[CurvePoint] = []
     for t in sorted(thresholds if thresholds is not None else candidate_thresholds()):
         above = [agree for score, agree in pairs if score >= t]
@@ -176,4 +193,5 @@ def calibrate(
         threshold=chosen.threshold if chosen else None,
         reason=reason,
         curve=curve,
+        source=source,
     )

@@ -15,6 +15,7 @@ from _support import ask, train_by_hand
 import distillkit
 from distillkit import DistillConfig, Distiller
 from distillkit.cli import main
+from distillkit.routing.budget import Label
 from distillkit.routing.calibrate import calibrate
 from distillkit.testing import Simulator
 
@@ -168,3 +169,22 @@ def test_save_makes_the_router_use_it(grouped: Simulator, namespace: Distiller) 
         distillkit.unwrap(client)
     finally:
         distiller.close()
+
+
+def test_measured_labels_of_the_student_come_before_neighbour_pairs(namespace: Distiller) -> None:
+    assert namespace.budget is not None
+    # The student measured right at similarity >= 0.75, wrong below (shadow checks, exploration);
+    # the gate's labels (all right, at low similarity) must not count: they describe training data.
+    traffic = [Label(round(0.6 + i / 100, 2), 0.6 + i / 100 >= 0.75 - 1e-9, None, "shadow") for i in range(40)]
+    gate = [Label(0.5, True, None, "gate") for _ in range(100)]
+    namespace.budget.add("help", [*traffic, *gate])
+    result = calibrate(namespace.store, namespace.embedder, "help", 0.95, labels=namespace.budget.labels("help"))
+    assert (result.source, result.pairs) == ("labels", 40)
+    assert result.threshold == 0.74  # 25 right of 26 at 0.74 (0.96); 25 of 27 at 0.73 (0.93)
+    # Too few labels: the stored points' pairs decide, as before.
+    fewer = calibrate(namespace.store, namespace.embedder, "help", 0.95, labels=traffic[:10])
+    assert fewer.source == "pairs" and fewer.pairs >= 40
+    namespace.close()
+    code, out = cli("calibrate", "--namespace", "help", "--json")
+    report = json.loads(out)
+    assert (code, report["source"], report["threshold"]) == (0, "labels", 0.74)
