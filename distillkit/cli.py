@@ -117,6 +117,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             elif entry.get("error"):
                 line += f": {entry.get('error')}"
             out.write(line + "\n")
+        if row.get("cross_check_failures"):
+            out.write(f"  cross-check: {row['cross_check_failures']} student answers unlike their neighbours' ")
+            out.write("went to the teacher\n")
         budget = row.get("budget")
         if budget:
             shown = budget["threshold"] if budget["threshold"] is not None else "-"

@@ -8,6 +8,7 @@ wrongly (the simulator's ``student_wrong``).
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 import distillkit
 from distillkit import DistillConfig, Distiller
+from distillkit.cli import main
 from distillkit.testing import Simulator
 from distillkit.training import OpenAIFineTuningProvider
 
@@ -275,7 +277,9 @@ def test_the_cross_check_leaves_answers_that_never_repeat_alone(tmp_path: Path) 
             distiller.close()
 
 
-def test_exploration_keeps_no_label_for_an_answer_the_cross_check_stops(sim: Simulator, tmp_path: Path) -> None:
+def test_exploration_keeps_no_label_for_an_answer_the_cross_check_stops(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     distiller, client = trained_distiller(sim, tmp_path, holdout=0.0, explore_rate=1.0, cross_check="nearest")
     distiller.shadows.rate = 1.0
     try:
@@ -294,6 +298,13 @@ def test_exploration_keeps_no_label_for_an_answer_the_cross_check_stops(sim: Sim
         assert any(label.source == "explore" for label in labels), labels
         # Only answers that pass the check were compared: the student's wrong ones never are.
         assert all(label.agreed for label in labels), labels
+        failures = distiller.stats()["default"].cross_check_failures
+        assert failures >= 8
+        distiller.close()  # publishes its counters; `distillkit status` shows what the check did
+        monkeypatch.setenv("DISTILLKIT_PATH", str(tmp_path / "store"))
+        out = io.StringIO()
+        assert main(["status"], out=out) == 0
+        assert f"cross-check: {failures} student answers unlike their neighbours' went to the teacher" in out.getvalue()
     finally:
         distillkit.unwrap(client)
         distiller.close()
