@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
-from distillkit.routing.budget import Label, answer_key
+from distillkit.routing.labels import Label, answer_key
 
 if TYPE_CHECKING:
     from distillkit.routing.embedders import Embedder

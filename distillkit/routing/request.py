@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from distillkit.options import KeyFunction
-    from distillkit.routing.budget import Signals
+    from distillkit.routing.labels import Signals
 
 __all__ = [
     "Request",

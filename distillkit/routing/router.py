@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from distillkit.config import ENV, ROUTING_RULES
 from distillkit.errors import ConfigError
-from distillkit.routing.budget import Acceptance, ErrorBudget, Signals, answer_class, answer_key
+from distillkit.routing.acceptance import Acceptance
+from distillkit.routing.budget import ErrorBudget
+from distillkit.routing.labels import Signals, answer_class, answer_key
 from distillkit.routing.request import Request, RouteInfo
 from distillkit.state import ActiveModel, ModelRegistry
 

@@ -28,11 +28,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
-from distillkit.routing.budget import Label
+from distillkit.routing.labels import Label
 from distillkit.state import DEMOTION_KIND, SHADOW_KIND
 
 if TYPE_CHECKING:
-    from distillkit.routing.budget import ErrorBudget, Signals
+    from distillkit.routing.budget import ErrorBudget
+    from distillkit.routing.labels import Signals
     from distillkit.state import ModelRegistry
     from distillkit.store.base import Store
 

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from distillkit.routing.budget import answer_class, answer_key
+from distillkit.routing.labels import answer_class, answer_key
 from distillkit.routing.shadow import SHORT_ANSWER_WORDS, TEXT_SIMILARITY, agrees, free_text
 
 __all__ = [

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from distillkit.errors import FineTuningUnavailableError
-from distillkit.routing.budget import Label, answer_class, answer_key
+from distillkit.routing.labels import Label, answer_class, answer_key
 from distillkit.state import HISTORY_KIND, HOLDOUT_KIND, JOB_KIND, ModelRegistry
 from distillkit.training.activation import FLIP_BATCH, conclude
 from distillkit.training.evaluation import (

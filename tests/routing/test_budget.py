@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from distillkit.errors import ConfigError
-from distillkit.routing.budget import ErrorBudget, Label, _binomial_cdf, fit, min_labels, upper_bound
+from distillkit.routing.acceptance import _binomial_cdf, fit, min_labels, upper_bound
+from distillkit.routing.budget import ErrorBudget
+from distillkit.routing.labels import Label
 from distillkit.store import EdgeStore, EmbedderInfo
 
 
