@@ -116,7 +116,8 @@ def holdout_size(pending: int, *, share: float, minimum: int, keep: int, most: i
     return wanted if pending - wanted >= keep else 0
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """The rows scaled to length 1 (zero rows stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
@@ -132,7 +133,7 @@ def _groups(vectors: np.ndarray, similarity: float, block: int = 1024) -> list[i
             i = parent[i]
         return i
 
-    unit = _unit(np.asarray(vectors, dtype=np.float32))
+    unit = unit_rows(np.asarray(vectors, dtype=np.float32))
     for start in range(0, n, block):
         sims = unit[start : start + block] @ unit.T
         rows, cols = np.nonzero(sims >= similarity)
