@@ -10,7 +10,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["folder_identity", "make_private_dir", "write_json_atomic"]
+__all__ = ["folder_identity", "lock_folder", "make_private_dir", "write_json_atomic"]
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the engine's WAL lock is the only guard
+    fcntl = None  # type: ignore[assignment]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -42,3 +47,20 @@ def folder_identity(path: Path) -> tuple[int, int]:
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(str(path))
     return st.st_dev, st.st_ino
+
+
+def lock_folder(path: Path) -> int | None:
+    """Take an exclusive lock on ``path/.lock`` and return its descriptor (None where not POSIX).
+
+    Raises:
+        BlockingIOError: another process (or another descriptor in this one) holds the lock.
+    """
+    if fcntl is None:
+        return None
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -11,8 +11,7 @@ dies without :meth:`EdgeStore.close`. The WAL is also the engine's folder lock: 
 (or a second ``EdgeStore`` in this one) opening the folder gets :class:`StoreLockedError`.
 
 Companion records (jobs, the registry, leases' neighbours) live in SQLite beside the shard, under
-their own lock: writing one commits one row, and never waits for, or holds up, a search.
-Folders written by older versions (``records.json``) are moved into it on open.
+their own lock (:mod:`distillkit.store.companion`).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -31,7 +29,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from distillkit.errors import StoreError, StoreLockedError
-from distillkit.store._files import folder_identity, make_private_dir, write_json_atomic
+from distillkit.store._files import folder_identity, lock_folder, make_private_dir, write_json_atomic
 from distillkit.store._payload import (
     INDEXED_MIRROR,
     INTEGER_FIELDS,
@@ -44,13 +42,9 @@ from distillkit.store._payload import (
     translate_errors,
 )
 from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
+from distillkit.store.companion import CompanionRecords
 
 __all__ = ["EdgeStore"]
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: the engine's WAL lock is the only guard
-    fcntl = None  # type: ignore[assignment]
 
 #: Engine objects a forked child abandoned: never dropped, so that nothing of the parent's shard
 #: is flushed or unlocked from the child (see :meth:`EdgeStore.abandon`).
@@ -119,9 +113,8 @@ class EdgeStore:
         self.optimize_every = optimize_every
         self._dir = self.path / collection
         self._lock = threading.RLock()
-        #: Guards the records database only: record reads and writes never take ``_lock``.
-        self._records_lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        #: Record reads and writes never take ``_lock``.
+        self._records = CompanionRecords(self._dir)
         self._leases: dict[str, tuple[str, float]] = {}
         self._shard: qe.EdgeShard | None = None
         self._lock_fd: int | None = None
@@ -135,15 +128,12 @@ class EdgeStore:
                 self._lock_fd = self._lock_folder()
                 self._identity = folder_identity(self._dir)
                 self._check_manifest()
-                self._db = self._open_records()
+                self._records.open()
                 self._shard = self._open_shard()
                 self._write_manifest()
                 self._ensure_indexes()
         except BaseException:
-            if self._db is not None:
-                with contextlib.suppress(Exception):
-                    self._db.close()
-                self._db = None
+            self._records.close()
             self._unlock_folder()
             raise
 
@@ -156,18 +146,10 @@ class EdgeStore:
         )
 
     def _lock_folder(self) -> int | None:
-        if fcntl is None:
-            return None
-        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock_folder(self._dir)
         except BlockingIOError:
-            os.close(fd)
             raise self._locked_error() from None
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def _unlock_folder(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
@@ -196,36 +178,6 @@ class EdgeStore:
                 "payload_layout": {"indexed_mirror": INDEXED_MIRROR},
             }
             write_json_atomic(self._manifest_path, manifest)
-
-    def _open_records(self) -> sqlite3.Connection:
-        path = self._dir / "records.sqlite"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # private before SQLite opens it
-        os.close(fd)
-        db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
-                " PRIMARY KEY (kind, key))"
-            )
-            legacy = self._dir / "records.json"
-            if legacy.exists():
-                data = json.loads(legacy.read_text(encoding="utf-8"))
-                rows = [
-                    (str(kind), str(key), json.dumps(value))
-                    for kind, entries in (data.items() if isinstance(data, dict) else [])
-                    if isinstance(entries, dict)
-                    for key, value in entries.items()
-                ]
-                with db:
-                    db.execute("BEGIN")
-                    db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, ?)", rows)
-                legacy.unlink()
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     def _open_shard(self) -> qe.EdgeShard:
         shard_dir = self._dir / "shard"
@@ -381,36 +333,21 @@ class EdgeStore:
 
     # -- companion records ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _records(self, action: str) -> Iterator[sqlite3.Connection]:
-        with self._records_lock, translate_errors(action):
-            db = self._db
-            if db is None or self._shard is None:
-                raise StoreError(f"The store at {self._dir} is closed.")
-            yield db
-
     def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
         """A companion record (a copy), or None."""
-        with self._records("read a companion record") as db:
-            row = db.execute("SELECT value FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return self._records.get(kind, key)
 
     def put_record(self, kind: str, key: str, value: Mapping[str, Any]) -> None:
         """Create or replace a companion record; committed to disk before returning."""
-        encoded = json.dumps(dict(value))  # fails early on non-JSON values
-        with self._records("write a companion record") as db:
-            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (kind, key, encoded))
+        self._records.put(kind, key, value)
 
     def delete_record(self, kind: str, key: str) -> None:
         """Remove a companion record; a missing one is not an error."""
-        with self._records("delete a companion record") as db:
-            db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+        self._records.delete(kind, key)
 
     def list_records(self, kind: str) -> dict[str, dict[str, Any]]:
         """All records of one kind, by key (copies)."""
-        with self._records("list companion records") as db:
-            rows = db.execute("SELECT key, value FROM records WHERE kind = ? ORDER BY key", (kind,)).fetchall()
-        return {key: json.loads(value) for key, value in rows}
+        return self._records.list(kind)
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -440,15 +377,11 @@ class EdgeStore:
     def close(self) -> None:
         """Flush and close the shard, releasing the folder lock. Idempotent."""
         with self._lock:
-            shard, self._shard = self._shard, None
             self._leases.clear()
-            if shard is None:
+            if self._shard is None:
                 return
-            with self._records_lock:
-                db, self._db = self._db, None
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
+            self._records.close()  # before the shard is let go: no record call passes in between
+            shard, self._shard = self._shard, None
             try:
                 with translate_errors("close the store"):
                     try:
@@ -465,7 +398,7 @@ class EdgeStore:
         object is kept referenced for ever, so that it is never flushed, closed or dropped here.
         """
         shard, self._shard = self._shard, None
-        db, self._db = self._db, None
+        db = self._records.detach()
         self._leases.clear()
         if shard is not None:
             _ABANDONED.append(shard)
