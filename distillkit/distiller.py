@@ -8,26 +8,27 @@ It builds the parts and wires them together, starts and stops the background wor
 * :mod:`distillkit.capture`: the capture writer thread and its sink;
 * :mod:`distillkit.store`: where points and records live (:mod:`~distillkit.store.resilient`
   reopens a store that failed);
-* :mod:`distillkit.training`: fine-tuning rounds that activate a namespace's model.
+* :mod:`distillkit.training`: fine-tuning rounds that activate a namespace's model
+  (:mod:`~distillkit.training.factory` builds the trainer).
+
+What it reports comes from :mod:`distillkit.status` and :mod:`distillkit.counters`; its exit and
+fork hooks are registered by :mod:`distillkit._process_hooks`.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
-import uuid
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillkit._process_hooks import register
 from distillkit.capture.sink import Captured, CaptureSink
 from distillkit.capture.writer import CaptureWriter
 from distillkit.config import DistillConfig
-from distillkit.errors import StoreError
+from distillkit.counters import CounterPublisher
 from distillkit.events import Events
 from distillkit.pipeline import Pipeline, describe
 from distillkit.routing.budget import ErrorBudget
@@ -35,23 +36,11 @@ from distillkit.routing.embedders import Embedder, make_embedder
 from distillkit.routing.router import Router
 from distillkit.routing.shadow import ShadowChecks
 from distillkit.serving import CompatibleServerProvider, LLMProvider, SameClientProvider
-from distillkit.state import (
-    DEMOTION_KIND,
-    FOLD_AFTER,
-    HISTORY_KIND,
-    NAMESPACE_KIND,
-    STATS_KIND,
-    ModelRegistry,
-    fold_published_stats,
-    merge_stats,
-    published_stats,
-    saved_stats,
-    shadow_summaries,
-)
+from distillkit.state import ModelRegistry
 from distillkit.stats import NamespaceStats, Stats
+from distillkit.status import status_report
 from distillkit.store.base import EmbedderInfo, Store
 from distillkit.store.resilient import ResilientStore
-from distillkit.streams import response_message
 
 if TYPE_CHECKING:
     from distillkit.training import DatasetProvider, FineTuningProvider, Trainer, TrainingRound, TrainingScheduler
@@ -126,15 +115,13 @@ class Distiller:
             )
         self._stats = Stats()
         # Counters are saved per Distiller instance so that `distillkit status`, run in another
-        # process, can add up what every process routed and saved.
-        self._instance = uuid.uuid4().hex[:12]
-        self._stats_saved_at = time.monotonic()
-        self._fold_at = 0.0  # when to fold exited processes' counters files next
-        #: Where processes sharing an embedded folder publish their counters (one small file each),
-        #: readable by `distillkit status` while an application holds the store, and written by a
-        #: process that does not own the store too. None: counters are store records (a server store).
-        self._counters_dir: Path | None = (
-            Path(config.path) / "counters" if store is None and not config.qdrant_url else None
+        # process, can add up what every process routed and saved: as files beside an embedded
+        # folder (readable while an application holds the store), else as store records.
+        self._counters = CounterPublisher(
+            self._stats,
+            Path(config.path) / "counters" if store is None and not config.qdrant_url else None,
+            lambda: self.store,
+            self._stores.failed,
         )
         self._events = Events()
         self.registry = ModelRegistry(lambda: self.store)
@@ -176,21 +163,21 @@ class Distiller:
             self._events,
             dedup_threshold=config.dedup_threshold,
             redact=redact,
-            after_write=self._stored,
+            after_write=self._counters.after_store,
         )
         self._writer: CaptureWriter[Captured] = CaptureWriter(
             sink.write,
             max_queue=config.capture_queue_size,
             batch_size=config.capture_batch_size,
             on_drop=sink.dropped,
-            after_batch=self._after_batch,
+            after_batch=self._counters.after_batch,
         )
         #: The request path: :func:`distillkit.wrap` and scopes send every intercepted call here.
         self.pipeline = Pipeline(
             config, self.router, llm_provider, self.shadows, self._writer, self._stats, self._events
         )
         self._closed = False
-        _register(self)
+        register(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Distiller:
@@ -242,24 +229,6 @@ class Distiller:
         self._stats.add(namespace, store_errors=1)
         self._stores.failed(exc)
 
-    def _after_batch(self) -> None:
-        """After each capture batch, stored or dropped: publish the counters now and then."""
-        if self._counters_dir is not None:
-            try:
-                self._save_stats(every=5.0)
-            except OSError as exc:
-                logger.warning("distillkit could not publish its counters: %s", exc)
-
-    def _stored(self, store: Store) -> None:
-        """After each stored capture batch: save the counters now and then."""
-        if self._counters_dir is not None:
-            return  # published by _after_batch, without the store
-        try:
-            self._save_stats(every=5.0)
-        except StoreError as exc:  # the points are stored; only the counters wait for next time
-            logger.warning("distillkit could not save its counters: %s", exc)
-            self._stores.failed(exc, store)
-
     # --- hooks and visibility -----------------------------------------------------------------
 
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -295,38 +264,16 @@ class Distiller:
         """Per namespace, from the store (so every process's work counts): points stored, indexed
         and pending, the active model, the job in flight, and the saved counters of every process.
         """
-        self._save_stats()
-        store = self.store
-        demotions = store.list_records(DEMOTION_KIND)
-        shadows = shadow_summaries(store)
-        jobs = self.trainer.jobs()
-        totals = self.counters(store)
-        rounds: dict[str, list[dict[str, Any]]] = {}
-        for job_id, entry in sorted(
-            store.list_records(HISTORY_KIND).items(), key=lambda item: float(item[1].get("finished_at") or 0.0)
-        ):
-            rounds.setdefault(str(entry.get("namespace")), []).append(_round_summary(job_id, entry))
-        namespaces = set(store.list_records(NAMESPACE_KIND)) | set(self.registry.all()) | set(demotions)
-        report = {}
-        for ns in sorted(namespaces | set(totals) | set(jobs)):
-            indexed = store.count(namespace=ns, indexed=True)
-            stored = store.count(namespace=ns)
-            active = self.registry.get(ns)
-            counters = totals.get(ns, NamespaceStats())
-            report[ns] = {
-                "stored": stored,
-                "indexed": indexed,
-                "pending": stored - indexed,
-                "active_model": active.model if active else None,
-                "threshold": self.router.threshold(None, active),
-                "job": jobs.get(ns),
-                "shadow": shadows.get(ns, {}),
-                "demoted": demotions.get(ns),
-                "rounds": rounds.get(ns, [])[-self.STATUS_ROUNDS :],
-                "budget": _budget_summary(self.budget.acceptance(ns) if self.budget is not None else None),
-                **counters.as_dict(),
-            }
-        return report
+        self._counters.save()
+        return status_report(
+            self.store,
+            registry=self.registry,
+            router=self.router,
+            budget=self.budget,
+            jobs=lambda: self.trainer.jobs(),
+            totals=self.counters,
+            rounds_shown=self.STATUS_ROUNDS,
+        )
 
     #: Training rounds (newest last) shown per namespace by :meth:`status`.
     STATUS_ROUNDS = 5
@@ -337,38 +284,7 @@ class Distiller:
         Reads the counter files beside an embedded store without opening it, so it works while
         another process (an application) holds the store; ``store`` adds the records of a server store.
         """
-        sources = []
-        if self._counters_dir is not None:
-            sources.append(published_stats(self._counters_dir))
-        if store is not None:
-            sources.append(saved_stats(store))
-        return merge_stats(*sources)
-
-    def _save_stats(self, *, every: float = 0.0) -> None:
-        if time.monotonic() - self._stats_saved_at < every:
-            return
-        self._stats_saved_at = time.monotonic()
-        snapshot = self._stats.snapshot()
-        if self._counters_dir is not None:
-            if not snapshot:
-                return
-            from distillkit.store._files import make_private_dir, write_json_atomic
-
-            make_private_dir(self._counters_dir)
-            write_json_atomic(
-                self._counters_dir / f"{self._instance}.json",
-                {
-                    "pid": os.getpid(),
-                    "saved_at": time.time(),
-                    "namespaces": {ns: counters.as_dict() for ns, counters in snapshot.items()},
-                },
-            )
-            if time.monotonic() >= self._fold_at:  # exited processes' files, now and then
-                self._fold_at = time.monotonic() + FOLD_AFTER
-                fold_published_stats(self._counters_dir, keep=f"{self._instance}.json")
-            return
-        for ns, counters in snapshot.items():
-            self.store.put_record(STATS_KIND, f"{ns}:{self._instance}", {"namespace": ns, **counters.as_dict()})
+        return self._counters.totals(store)
 
     # --- training ---------------------------------------------------------------------------
 
@@ -378,89 +294,19 @@ class Distiller:
         if self._trainer is None:
             with self._open_lock:
                 if self._trainer is None:
-                    from distillkit.training import OpenAIDatasetProvider, Trainer
+                    from distillkit.training.factory import make_trainer
 
-                    dataset = self._dataset_provider or OpenAIDatasetProvider()
-                    fine_tuning = self._fine_tuning_provider or self._configured_fine_tuning()
-                    self._trainer = Trainer(
+                    self._trainer = make_trainer(
+                        self.config,
                         store=lambda: self.store,
                         registry=self.registry,
-                        config=self.config,
-                        dataset_provider=dataset,
-                        fine_tuning_provider=fine_tuning,
-                        student=self._ask_candidate,
-                        judge=self._teacher_judge if self.config.judge == "teacher" else None,
-                        on_labels=self.budget.restart if self.budget is not None else None,
+                        budget=self.budget,
+                        pipeline=self.pipeline,
+                        dataset_provider=self._dataset_provider,
+                        fine_tuning_provider=self._fine_tuning_provider,
+                        training_client=self._training_client,
                     )
         return self._trainer
-
-    def _ask_candidate(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
-        """The promotion gate's serving path: the candidate answers as a routed request would be.
-
-        Through the same :class:`~distillkit.serving.LLMProvider`, with the caller's most recent
-        client (or, when none was seen in this process, e.g. in a ``distillkit train`` worker, the
-        fine-tuning client, which serves OpenAI fine-tunes; or a synchronous copy of an async one).
-        """
-        return response_message(self.llm_provider.create(self._caller_client(), kwargs))[0]
-
-    def _teacher_judge(
-        self, kwargs: dict[str, Any], student: Mapping[str, Any] | None, teacher: Mapping[str, Any] | None
-    ) -> bool:
-        """Judge mode: the teacher model says whether the candidate's answer says the same as its own."""
-        from distillkit._context import internal_call
-        from distillkit.training.evaluation import JUDGE_PROMPT
-
-        messages = kwargs.get("messages") or []
-        question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
-        content = (
-            f"Request:\n{question}\n\nReference answer:\n{(teacher or {}).get('content')}\n\n"
-            f"Candidate answer:\n{(student or {}).get('content')}"
-        )
-        with internal_call():
-            reply = self._caller_client().chat.completions.create(
-                model=kwargs["model"],
-                messages=[{"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": content}],
-                temperature=0,
-            )
-        verdict = (reply.choices[0].message.content or "").strip().lower()
-        return verdict.startswith("yes")
-
-    def _caller_client(self) -> Any:
-        """A synchronous client for distillkit's own calls where the caller's own one is best."""
-        client = self.pipeline.last_client()
-        if client is None:
-            provider = self._fine_tuning_provider or (self._trainer.fine_tuning_provider if self._trainer else None)
-            client = self._training_client or self._seen_client() or getattr(provider, "client", None)
-        return client
-
-    def _seen_client(self) -> Any:
-        """The application's latest sync client, or a sync copy of its async one; None if none was seen."""
-        client = self.pipeline.last_client()
-        if client is None and (aclient := self.pipeline.last_client(asynchronous=True)) is not None:
-            import openai
-
-            client = openai.OpenAI(
-                api_key=aclient.api_key,
-                base_url=aclient.base_url,
-                organization=aclient.organization,
-                project=aclient.project,
-            )
-        return client
-
-    def _configured_fine_tuning(self) -> FineTuningProvider:
-        """The provider ``config.fine_tuning`` names."""
-        config = self.config
-        if config.fine_tuning == "lora":
-            from distillkit.training.lora import LoRAFineTuningProvider, VLLMServer
-
-            server = None
-            if config.distilled_base_url:  # the server that serves the adapters also loads them
-                server = VLLMServer(config.distilled_base_url, config.distilled_api_key)
-            return LoRAFineTuningProvider(config.lora_dir, base_model=config.base_model, server=server)
-        from distillkit.training import OpenAIFineTuningProvider
-
-        # No client given: the application's own (its key and base URL), else OpenAI() from the environment.
-        return OpenAIFineTuningProvider(self._training_client, default_client=self._seen_client)
 
     def start(self) -> None:
         """Start the training scheduler thread: a round every ``config.train_every`` seconds."""
@@ -504,9 +350,9 @@ class Distiller:
         self.stop()
         self._writer.close()
         self.wait_shadows(5.0)  # a check still asking the teacher after that is dropped
-        if self._counters_dir is not None or self._stores.current is not None:
+        if self._counters.folder is not None or self._stores.current is not None:
             try:
-                self._save_stats()
+                self._counters.save()
             except Exception as exc:  # closing must not fail because the store did
                 logger.warning("distillkit could not save its counters: %s", exc)
         self._stores.close()
@@ -517,114 +363,25 @@ class Distiller:
             return
         self._writer.close(timeout=10.0)
         try:
-            if self._counters_dir is not None or self._stores.current is not None:
-                self._save_stats()
+            if self._counters.folder is not None or self._stores.current is not None:
+                self._counters.save()
         except Exception as exc:
             logger.warning("distillkit could not save its counters at exit: %s", exc)
 
     def _before_fork(self) -> None:
         """Release an embedded store we own, so that one forked worker can own it."""
-        if self._counters_dir is not None and not self._closed:
+        if self._counters.folder is not None and not self._closed:
             self._writer.flush(10.0)
             self._stores.release()
 
     def _after_fork_in_child(self) -> None:
         """A forked child starts clean: its own counters, writer and store handle; no scheduler."""
-        self._instance = uuid.uuid4().hex[:12]
-        self._stats_saved_at = time.monotonic()
-        self._fold_at = 0.0  # when to fold exited processes' counters files next
+        self._counters.after_fork()
         self._stats.after_fork()
         self._writer.after_fork()
         self._open_lock = threading.RLock()
         self._stores.after_fork(self._open_lock)
         self._scheduler = None  # its thread stayed in the parent; start() starts one here
-
-
-_live: weakref.WeakSet[Distiller] = weakref.WeakSet()
-_hooks_lock = threading.Lock()
-_hooks_registered = False
-_finalizer_pid: int | None = None
-
-
-def _register(distiller: Distiller) -> None:
-    """Exit and fork hooks for every Distiller, registered once, holding no strong reference."""
-    global _hooks_registered, _finalizer_pid
-    with _hooks_lock:
-        _live.add(distiller)
-        if _finalizer_pid != os.getpid():  # first Distiller in a multiprocessing child, too
-            _finalizer_pid = os.getpid()
-            _finalize_in_child(None)
-        if not _hooks_registered:
-            _hooks_registered = True
-            atexit.register(_each, "_at_exit")
-            if hasattr(os, "register_at_fork"):
-                os.register_at_fork(
-                    before=lambda: _each("_before_fork"), after_in_child=lambda: _each("_after_fork_in_child")
-                )
-                import multiprocessing.util
-
-                # A multiprocessing child started with fork leaves through os._exit: atexit never runs
-                # there, multiprocessing's own finalizers do (registered afresh in each such child).
-                multiprocessing.util.register_after_fork(_HOOKS, _finalize_in_child)
-
-
-class _Hooks:
-    """A weak-referenceable owner for multiprocessing's after-fork registry."""
-
-
-_HOOKS = _Hooks()
-
-
-def _finalize_in_child(_: object) -> None:
-    global _finalizer_pid
-    import multiprocessing.util
-
-    _finalizer_pid = os.getpid()
-
-    multiprocessing.util.Finalize(None, _each, args=("_at_exit",), exitpriority=100)
-
-
-def _each(method: str) -> None:
-    for distiller in list(_live):
-        try:
-            getattr(distiller, method)()
-        except Exception:  # a hook must never break the exit or the fork
-            logger.warning("distillkit: %s failed", method.strip("_"), exc_info=True)
-
-
-def _round_summary(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """One ended training round as ``status()`` shows it: outcome and the promotion gate's verdict."""
-    evaluation = entry.get("evaluation") or None
-    return {
-        "job_id": job_id,
-        "status": entry.get("status"),
-        "model": entry.get("model") or entry.get("candidate"),
-        "finished_at": entry.get("finished_at"),
-        "held_out": entry.get("held_out", 0),
-        "evaluation": (
-            {k: evaluation.get(k) for k in ("agreement", "n", "floor", "verdict", "scope", "held_out", "failed")}
-            if isinstance(evaluation, dict)
-            else None
-        ),
-        "error": entry.get("error"),
-    }
-
-
-def _budget_summary(acceptance: Any) -> dict[str, Any] | None:
-    """The error budget's fit as ``status()`` shows it."""
-    if acceptance is None:
-        return None
-    return {
-        "status": acceptance.status,
-        "max_error": acceptance.max_error,
-        "threshold": acceptance.threshold,
-        "labels": acceptance.labels,
-        "accepted": acceptance.accepted,
-        "errors": acceptance.errors,
-        "bound": acceptance.bound,
-        "blocked_classes": len(acceptance.blocked),
-        "reason": acceptance.reason,
-    }
 
 
 _default: Distiller | None = None

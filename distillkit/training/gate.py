@@ -3,7 +3,7 @@
 :mod:`distillkit.training.evaluation` compares answers; this module reads the store around it.
 :func:`hold_out` picks a round's held-out points (near-duplicates together) and records them;
 :func:`judge_candidate` has the candidate answer them and turns the results into the labels the
-error budget learns from.
+error budget learns from; :func:`teacher_judge` is the judge mode's comparison, by the teacher model.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distillkit._context import internal_call
 from distillkit.routing.labels import Label, answer_class, answer_key
 from distillkit.state import HOLDOUT_KIND
 from distillkit.training.evaluation import (
+    JUDGE_PROMPT,
     MIN_ROUTABLE_VERDICT,
     Evaluation,
     JudgeFn,
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from distillkit.config import DistillConfig
     from distillkit.store.base import Store
 
-__all__ = ["hold_out", "judge_candidate"]
+__all__ = ["hold_out", "judge_candidate", "teacher_judge"]
 
 
 def hold_out(
@@ -136,3 +138,30 @@ def judge_candidate(
         and not (checked and r.answer_class is not None and r.answer_class != neighbours[r.id][1])
     ]
     return evaluation, labels
+
+
+def teacher_judge(
+    client: Any, kwargs: Mapping[str, Any], student: Mapping[str, Any] | None, teacher: Mapping[str, Any] | None
+) -> bool:
+    """Judge mode: the teacher model says whether the candidate's answer says the same as its own.
+
+    Args:
+        client: a synchronous OpenAI client (the caller's own, where one was seen).
+        kwargs: the held-out request; its ``model`` is the teacher.
+        student: the candidate's assistant message.
+        teacher: the teacher's stored assistant message.
+    """
+    messages = kwargs.get("messages") or []
+    question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
+    content = (
+        f"Request:\n{question}\n\nReference answer:\n{(teacher or {}).get('content')}\n\n"
+        f"Candidate answer:\n{(student or {}).get('content')}"
+    )
+    with internal_call():
+        reply = client.chat.completions.create(
+            model=kwargs["model"],
+            messages=[{"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": content}],
+            temperature=0,
+        )
+    verdict = (reply.choices[0].message.content or "").strip().lower()
+    return verdict.startswith("yes")
