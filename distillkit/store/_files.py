@@ -1,4 +1,5 @@
-"""Owner-only files and folders for the embedded store: nobody else on the machine reads captures."""
+"""The embedded store's folder: owner-only files (nobody else on the machine reads captures), the
+folder lock, and the manifest that says which embedder made the vectors."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["folder_identity", "lock_folder", "make_private_dir", "write_json_atomic"]
+from distillkit.store._payload import INDEXED_MIRROR, mismatch_error
+from distillkit.store.base import EmbedderInfo
+
+__all__ = [
+    "check_manifest",
+    "folder_identity",
+    "lock_folder",
+    "make_private_dir",
+    "write_json_atomic",
+    "write_manifest",
+]
 
 try:
     import fcntl
@@ -64,3 +75,26 @@ def lock_folder(path: Path) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def check_manifest(folder: Path, embedder: EmbedderInfo) -> None:
+    """Raise EmbedderMismatchError if ``folder/manifest.json`` names another embedder (none: fine)."""
+    try:
+        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    stored = EmbedderInfo(str(data["embedder"]["name"]), int(data["embedder"]["dim"]))
+    if stored != embedder:
+        raise mismatch_error(stored, embedder, f"The store at {folder}")
+
+
+def write_manifest(folder: Path, embedder: EmbedderInfo) -> None:
+    """Write ``folder/manifest.json`` for ``embedder`` unless the folder has one."""
+    path = folder / "manifest.json"
+    if not path.exists():
+        manifest = {
+            "format": 1,
+            "embedder": {"name": embedder.name, "dim": embedder.dim},
+            "payload_layout": {"indexed_mirror": INDEXED_MIRROR},
+        }
+        write_json_atomic(path, manifest)

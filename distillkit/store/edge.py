@@ -17,7 +17,6 @@ their own lock (:mod:`distillkit.store.companion`).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -29,13 +28,18 @@ from typing import Any
 import qdrant_edge as qe
 
 from distillkit.errors import StoreError, StoreLockedError
-from distillkit.store._files import folder_identity, lock_folder, make_private_dir, write_json_atomic
+from distillkit.store._files import (
+    check_manifest,
+    folder_identity,
+    lock_folder,
+    make_private_dir,
+    write_manifest,
+)
 from distillkit.store._payload import (
     INDEXED_MIRROR,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     check_vector,
-    mismatch_error,
     plain_vector,
     public_payload,
     stored_payload,
@@ -127,10 +131,10 @@ class EdgeStore:
                 # others get StoreLockedError (the engine's WAL lock comes too late for that).
                 self._lock_fd = self._lock_folder()
                 self._identity = folder_identity(self._dir)
-                self._check_manifest()
+                check_manifest(self._dir, self.embedder)
                 self._records.open()
                 self._shard = self._open_shard()
-                self._write_manifest()
+                write_manifest(self._dir, self.embedder)
                 self._ensure_indexes()
         except BaseException:
             self._records.close()
@@ -156,28 +160,6 @@ class EdgeStore:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)  # closing the last descriptor of the lock releases it
-
-    @property
-    def _manifest_path(self) -> Path:
-        return self._dir / "manifest.json"
-
-    def _check_manifest(self) -> None:
-        try:
-            data = json.loads(self._manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        stored = EmbedderInfo(str(data["embedder"]["name"]), int(data["embedder"]["dim"]))
-        if stored != self.embedder:
-            raise mismatch_error(stored, self.embedder, f"The store at {self._dir}")
-
-    def _write_manifest(self) -> None:
-        if not self._manifest_path.exists():
-            manifest = {
-                "format": 1,
-                "embedder": {"name": self.embedder.name, "dim": self.embedder.dim},
-                "payload_layout": {"indexed_mirror": INDEXED_MIRROR},
-            }
-            write_json_atomic(self._manifest_path, manifest)
 
     def _open_shard(self) -> qe.EdgeShard:
         shard_dir = self._dir / "shard"
