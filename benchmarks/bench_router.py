@@ -26,7 +26,7 @@ from _data import banking77
 
 from distillkit import DistillConfig, Distiller
 from distillkit.capture.sink import Captured
-from distillkit.routing.embedders import WordLlamaEmbedder
+from distillkit.routing.embedders import Embedder, make_embedder
 from distillkit.routing.request import Request, RouteInfo, fingerprint
 from distillkit.state import ActiveModel
 from distillkit.store import EdgeStore, EmbedderInfo, Point, ServerStore, Store
@@ -85,7 +85,7 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 class PrecomputedEmbedder:
     """The default embedder's vectors, computed before the clock starts: timings without the embedding."""
 
-    def __init__(self, embedder: WordLlamaEmbedder, texts: list[str]) -> None:
+    def __init__(self, embedder: Embedder, texts: list[str]) -> None:
         self.name, self.dim = embedder.name, embedder.dim
         self._embedder = embedder
         self._vectors = dict(zip(texts, embedder.embed(texts), strict=True))
@@ -187,9 +187,10 @@ def main() -> None:
     )
     parser.add_argument("--untrained", type=float, default=0.1, help="share of stored points not yet trained")
     parser.add_argument("--namespaces", type=int, default=4, help="namespaces the stored points spread over")
+    parser.add_argument("--embedder", default="minilm", help="minilm (the default embedder) or wordllama")
     args = parser.parse_args()
 
-    embedder = WordLlamaEmbedder()
+    embedder = make_embedder(args.embedder)
     info = EmbedderInfo(embedder.name, embedder.dim)
     labelled = banking77("train")
     train = [t for t, _ in labelled]
