@@ -21,11 +21,17 @@ false-route rate on intents the stream never showed, the cost saved, and each ph
 The headline figures are over test queries of streamed intents (as TRACER's are over known
 traffic); the unseen intents are reported separately and in the all-traffic accuracy.
 
+3. **Frontier.** Every test query is then also asked of the student directly, and the routed share,
+   agreement and false-route rate are printed per signal at each similarity threshold (the
+   nearest neighbour's similarity, the 5 nearest agreeing, the cross-check, and with
+   ``--logprobs`` the student's lowest token log-probability). ``--dump FILE`` writes each query's
+   signals; ``benchmarks/stream_frontier.py FILE`` sweeps every rule and a learned acceptor on them.
+
 Subsampling, to fit about 45 minutes on 2 idle cores: ``--train-per-intent`` training queries and
 ``--test-per-intent`` test queries per intent (seeded), incremental rounds (each round
 continues the active adapter on the new captures), two epochs per round, answers capped at ``MAX_TOKENS`` tokens.
 
-    python benchmarks/bench_stream.py             # all 77 intents (about 45 min on 2 idle cores)
+    python benchmarks/bench_stream.py             # all 77 intents (45 min on 2 idle cores)
     python benchmarks/bench_stream.py --quick     # 10 intents, a few minutes
 
 Reference: TRACER (2026) handles 92.2% of BANKING77 traffic at 96.1% agreement with the teacher,
