@@ -12,7 +12,7 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,28 +20,18 @@ import distillkit
 from distillkit.config import DistillConfig
 from distillkit.demo.local import LOCAL_BASE_MODEL, MAX_TOKENS, REAL_SYSTEM, local_settings, local_student, short_answer
 from distillkit.demo.progress import TrainingProgress
-from distillkit.demo.sample import TEACHER, group_by_intent, load_sample
+from distillkit.demo.sample import TEACHER, RunResult, group_by_intent, load_sample
 from distillkit.distiller import Distiller
 
 __all__ = ["RealDemoResult", "run_real"]
 
 
 @dataclass
-class RealDemoResult:
+class RealDemoResult(RunResult):
     """What the real-student demo measured."""
 
-    requests: int = 0
-    routed: int = 0
     agreed: int = 0
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    cost_usd: float = 0.0
-    saved_usd: float = 0.0
     train_seconds: float = 0.0
-    seconds: float = 0.0
-
-    @property
-    def routed_share(self) -> float:
-        return self.routed / self.requests if self.requests else 0.0
 
     @property
     def agreement(self) -> float:

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
-__all__ = ["TEACHER", "group_by_intent", "load_sample"]
+__all__ = ["TEACHER", "RunResult", "group_by_intent", "load_sample"]
 
 #: The model name the demo's requests ask for (the simulator plays it).
 TEACHER = "gpt-4.1"
+
+
+@dataclass
+class RunResult:
+    """What both demos measure: requests, how many the student answered, rounds, cost, time."""
+
+    requests: int = 0
+    routed: int = 0
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def routed_share(self) -> float:
+        return self.routed / self.requests if self.requests else 0.0
 
 
 def load_sample() -> list[tuple[str, str]]:

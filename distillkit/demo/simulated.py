@@ -10,12 +10,12 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import distillkit
 from distillkit.config import DistillConfig
-from distillkit.demo.sample import TEACHER, group_by_intent, load_sample
+from distillkit.demo.sample import TEACHER, RunResult, group_by_intent, load_sample
 from distillkit.distiller import Distiller
 
 __all__ = ["SYSTEM", "DemoResult", "canned_answer", "run"]
@@ -30,23 +30,13 @@ def canned_answer(intent: str) -> str:
 
 
 @dataclass
-class DemoResult:
-    """What the demo measured."""
+class DemoResult(RunResult):
+    """What the simulated demo measured."""
 
-    requests: int = 0
-    routed: int = 0
     routed_trained_intent: int = 0
     routed_same_intent: int = 0
-    rounds: list[dict[str, Any]] = field(default_factory=list)
     teacher_tokens: int = 0
     student_tokens: int = 0
-    saved_usd: float = 0.0
-    cost_usd: float = 0.0
-    seconds: float = 0.0
-
-    @property
-    def routed_share(self) -> float:
-        return self.routed / self.requests if self.requests else 0.0
 
     @property
     def precision(self) -> float:
