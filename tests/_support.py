@@ -40,3 +40,14 @@ def train_by_hand(distiller: Distiller, namespace: str, model: str, simulator: A
     distiller.registry.activate(ActiveModel(namespace, model, trained_count=len(ids)))
     simulator.add_model(model)
     return ids
+
+
+#: Three paraphrases of one request: what a namespace trained "by hand" knows.
+KNOWN = ["Where is my new card?", "My card has still not arrived", "How long does card delivery take?"]
+
+
+def train_known(client: Any, distiller: Distiller, model: str, simulator: Any) -> list[str]:
+    """Ask the teacher :data:`KNOWN` through ``client`` (captured), then :func:`train_by_hand` them as ``model``."""
+    for text in KNOWN:
+        ask(client, text)
+    return train_by_hand(distiller, "default", model, simulator)

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 import wrapt
-from _support import Captures, ask, train_by_hand
+from _support import KNOWN, Captures, ask, train_known
 from openai.resources.chat.completions import Completions
 
 import distillkit
@@ -21,14 +21,11 @@ from distillkit import DistillConfig, Distiller
 from distillkit.testing import Simulator
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::defects1"
-KNOWN = ["Where is my new card?", "My card has still not arrived", "How long does card delivery take?"]
 
 
 @pytest.fixture
 def trained(simulator: Simulator, client: Any, distiller: Distiller) -> Any:
-    for text in KNOWN:
-        ask(client, text)
-    train_by_hand(distiller, "default", STUDENT, simulator)
+    train_known(client, distiller, STUDENT, simulator)
     return client
 
 
@@ -153,9 +150,7 @@ def test_close_stops_later_calls_from_reopening_the_store(simulator: Simulator, 
     config = DistillConfig(path=str(tmp_path / "store"))
     distiller = Distiller(config)
     client = distillkit.wrap(simulator.client(), distiller)
-    for text in KNOWN:
-        ask(client, text)
-    train_by_hand(distiller, "default", STUDENT, simulator)  # later calls look the store up
+    train_known(client, distiller, STUDENT, simulator)  # later calls look the store up
     distiller.close()
 
     for _ in range(2):  # the second call comes after the reopen backoff (1 s) of a failed store
@@ -207,9 +202,7 @@ def test_compatible_server_student_works_from_two_event_loops(simulator: Simulat
     distiller = Distiller(config)
     try:
         client = distillkit.wrap(simulator.client(), distiller)
-        for text in KNOWN:
-            ask(client, text)
-        train_by_hand(distiller, "default", STUDENT, simulator)
+        train_known(client, distiller, STUDENT, simulator)
         first = asyncio.run(_routed_once(simulator, distiller))
         second = asyncio.run(_routed_once(simulator, distiller))  # a new loop, as a worker or a test makes
         assert first.routed and second.routed, (first.reason, second.reason)

@@ -5,23 +5,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from _support import ask, train_by_hand
+from _support import KNOWN, train_known
 
 import distillkit
 from distillkit import DistillConfig, Distiller
 from distillkit.testing import Simulator
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::shadowsnap"
-KNOWN = ["Where is my new card?", "My card has still not arrived", "How long does card delivery take?"]
 
 
 async def test_shadow_check_sends_the_request_as_it_was_asked(simulator: Simulator, tmp_path: Path) -> None:
     distiller = Distiller(DistillConfig(path=str(tmp_path / "store"), max_error=None), shadow_rate=1.0)
     try:
         sync_client = distillkit.wrap(simulator.client(), distiller)
-        for text in KNOWN:
-            ask(sync_client, text)
-        train_by_hand(distiller, "default", STUDENT, simulator)
+        train_known(sync_client, distiller, STUDENT, simulator)
         client = distillkit.wrap(simulator.async_client(), distiller)
         simulator.reset_log()
         messages = [{"role": "user", "content": KNOWN[0]}]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
-from _support import Captures, ask, train_by_hand
+from _support import KNOWN, Captures, ask, train_by_hand, train_known
 
 import distillkit
 from distillkit import DistillConfig, Distiller
@@ -15,15 +15,12 @@ from distillkit.routing.embedders import WordLlamaEmbedder
 from distillkit.testing import Simulator
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::manual01"
-KNOWN = ["Where is my new card?", "My card has still not arrived", "How long does card delivery take?"]
 
 
 @pytest.fixture
 def trained(simulator: Simulator, client: Any, distiller: Distiller) -> Any:
     """A namespace whose distilled model was trained on KNOWN."""
-    for text in KNOWN:
-        ask(client, text)
-    train_by_hand(distiller, "default", STUDENT, simulator)
+    train_known(client, distiller, STUDENT, simulator)
     return client
 
 
@@ -173,9 +170,7 @@ def test_store_unavailable_means_the_teacher_answers(simulator: Simulator, confi
 def test_data_survives_a_restart(simulator: Simulator, config: DistillConfig) -> None:
     first = Distiller(config)
     client = distillkit.wrap(simulator.client(), first)
-    for text in KNOWN:
-        ask(client, text)
-    train_by_hand(first, "default", STUDENT, simulator)
+    train_known(client, first, STUDENT, simulator)
     first.close()
 
     second = Distiller(config)

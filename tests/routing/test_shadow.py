@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import ask, train_by_hand
+from _support import KNOWN, ask, train_known
 
 import distillkit
 from distillkit import DistillConfig, Distiller
@@ -20,7 +20,6 @@ from distillkit.routing.shadow import agreement
 from distillkit.testing import Simulator
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::shadow01"
-KNOWN = ["Where is my new card?", "My card has still not arrived", "How long does card delivery take?"]
 
 
 def wrong_student(request: dict[str, Any]) -> str:
@@ -43,9 +42,7 @@ def make(path: Path, **shadow: Any) -> Distiller:
 
 def trained(sim: Simulator, distiller: Distiller) -> Any:
     client = distillkit.wrap(sim.client(), distiller)
-    for text in KNOWN:
-        ask(client, text)
-    train_by_hand(distiller, "default", STUDENT, sim)
+    train_known(client, distiller, STUDENT, sim)
     return client
 
 
