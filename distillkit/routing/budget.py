@@ -127,25 +127,17 @@ class ErrorBudget:
         """
         rows = [label.compact() for label in labels][-self.max_labels :]
         with self._lock:
-            store = self._store()
-            store.put_record(LABELS_KIND, namespace, {"labels": rows})
-            if not rows:
-                raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
-                raw["fit"] = None
-                store.put_record(ACCEPTANCE_KIND, namespace, raw)
-                self._cache[namespace] = (time.monotonic(), None)
-                return None
+            self._store().put_record(LABELS_KIND, namespace, {"labels": rows})
         return self.refit(namespace)
 
     def refit(self, namespace: str) -> Acceptance | None:
+        """Fit the namespace's acceptance to its labels again (None, and no fit kept, without labels)."""
         labels = self.labels(namespace)
-        if not labels:
-            return None
-        fitted = fit(labels, max_error=self.max_error_for(namespace), confidence=self.confidence)
+        fitted = fit(labels, max_error=self.max_error_for(namespace), confidence=self.confidence) if labels else None
         with self._lock:
             store = self._store()
             raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
-            raw["fit"] = fitted.as_record()
+            raw["fit"] = fitted.as_record() if fitted is not None else None
             store.put_record(ACCEPTANCE_KIND, namespace, raw)
             self._cache[namespace] = (time.monotonic(), fitted)
         return fitted
