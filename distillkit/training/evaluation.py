@@ -24,8 +24,9 @@ Near-duplicates stay on one side of the split: points whose vectors are at least
 whole, so a paraphrase twin of a held-out point cannot be in the training file. The default
 (:data:`GROUP_SIMILARITY`) is above the default routing threshold (0.9), so held-out points still
 cover the region the router routes, and below the capture's own de-duplication (0.99), which
-already merged verbatim repeats. Which groups are held out depends only on a hash of their ids:
-the same pending points always split the same way.
+already merged verbatim repeats. Which groups are held out depends only on a hash of their points'
+keys (the gate passes each request's fingerprint and text; the ids by default): the same traffic
+always splits the same way, whatever random ids its points were given.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def _groups(vectors: np.ndarray, similarity: float, block: int = 1024) -> list[i
     return [find(i) for i in range(n)]
 
 
-def _rank(ids: Sequence[str]) -> str:
-    return min(hashlib.sha256(i.encode()).hexdigest() for i in ids)
+def _rank(keys: Sequence[str]) -> str:
+    return min(hashlib.sha256(k.encode()).hexdigest() for k in keys)
 
 
 def split_holdout(
@@ -160,6 +161,7 @@ def split_holdout(
     most: int | None = None,
     group_similarity: float = GROUP_SIMILARITY,
     must_train: Collection[str] = (),
+    keys: Mapping[str, str] | None = None,
 ) -> Holdout:
     """Split a round's pending points into training and held-out ids (see the module docstring).
 
@@ -173,9 +175,10 @@ def split_holdout(
         group_similarity: near-duplicates at or above this cosine similarity stay together.
         must_train: ids that may not be held out (the previous round's held-out points), nor may
             their near-duplicates.
+        keys: what each id's place in the order is hashed from (its content); the id if absent.
 
     Returns:
-        The split. Whole groups are taken in the order of their ids' hashes until ``holdout_size``
+        The split. Whole groups are taken in the order of their keys' hashes until ``holdout_size``
         points are held out; a group that would leave fewer than ``keep`` to train on is passed over.
     """
     ids = list(ids)
@@ -189,7 +192,8 @@ def split_holdout(
     members: dict[int, list[str]] = {}
     for point_id, root in zip(ids, roots, strict=True):
         members.setdefault(root, []).append(point_id)
-    groups = sorted(members.values(), key=_rank)
+    named = keys or {}
+    groups = sorted(members.values(), key=lambda group: (_rank([named.get(i, i) for i in group]), _rank(group)))
     if target == 0:
         reason = (
             "holding out is off"

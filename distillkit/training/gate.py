@@ -64,6 +64,7 @@ def hold_out(
         keep=config.min_examples,
         most=most,
         must_train=[str(i) for i in previous.get("ids") or []],
+        keys={p.id: f"{p.payload.get('fingerprint')}\n{p.payload.get('query')}" for p in pending},
     )
     if not split.held_out:
         return [], f"promotion gate: {split.reason}; waiting for more data"

@@ -73,6 +73,22 @@ def test_the_split_is_deterministic_and_sized() -> None:
     assert again.held_out == split.held_out  # the order points come in does not matter
 
 
+def test_the_same_traffic_splits_the_same_way_whatever_ids_its_points_got() -> None:
+    texts = [f"question {i}" for i in range(100)]
+    vecs = vectors(100, seed=2)
+
+    def held_texts(ids: list[str]) -> set[str]:
+        split = split_holdout(ids, vecs, share=0.1, minimum=2, keep=10, keys=dict(zip(ids, texts, strict=True)))
+        return {texts[ids.index(i)] for i in split.held_out}
+
+    first = held_texts([f"a{i}" for i in range(100)])
+    assert len(first) == 10
+    assert held_texts([f"b{i}" for i in range(100)]) == first  # captured again: new random ids
+    # Without keys the ids decide, so other ids hold out other points.
+    unkeyed = split_holdout([f"b{i}" for i in range(100)], vecs, share=0.1, minimum=2, keep=10)
+    assert {texts[int(i[1:])] for i in unkeyed.held_out} != first
+
+
 def test_near_duplicates_stay_on_one_side() -> None:
     ids = [f"p{i}" for i in range(40)]
     vecs = vectors(40, seed=3)
