@@ -120,6 +120,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         if row.get("cross_check_failures"):
             out.write(f"  cross-check: {row['cross_check_failures']} student answers unlike their neighbours' ")
             out.write("went to the teacher\n")
+        if row.get("store_busy"):
+            out.write(f"  store busy: {row['store_busy']} lookups waited out an index build and went to the teacher\n")
         budget = row.get("budget")
         if budget:
             shown = budget["threshold"] if budget["threshold"] is not None else "-"

@@ -45,6 +45,8 @@ RoutingRule = Literal["top1", "agreement"]
 #: Cross-checks accepted by ``DISTILLKIT_CROSS_CHECK`` (``off`` is None; see :mod:`distillkit.routing.router`).
 CROSS_CHECKS = ("nearest", "neighbours", None)
 CrossCheck = Literal["nearest", "neighbours"]
+EDGE_ENGINES = ("process", "inline")
+EdgeEngine = Literal["process", "inline"]
 
 #: Promotion-gate judges accepted by ``DISTILLKIT_JUDGE`` (see :mod:`distillkit.training.evaluation`).
 JUDGES = ("off", "teacher")
@@ -81,6 +83,13 @@ class DistillConfig:
     capture: bool = True
     qdrant_url: str | None = None
     qdrant_api_key: str | None = field(default=None, repr=False)
+    #: The embedded store's engine: ``process`` runs it in a child process, so that building its
+    #: index never holds this process's GIL; ``inline`` runs it here (every build stalls the
+    #: process), for platforms where a child process cannot be started.
+    edge_engine: EdgeEngine = "process"
+    #: Seconds a routing lookup waits at most while the embedded store builds its index; the
+    #: teacher answers a request that waited longer.
+    lookup_timeout: float = 0.05
     #: A new point whose nearest neighbour (same namespace and task) is at least this similar
     #: only increments that neighbour's ``count``.
     dedup_threshold: float = 0.99
@@ -173,6 +182,18 @@ class DistillConfig:
                 f"{ENV.ROUTING_RULE}={self.routing_rule!r} is not a routing rule.",
                 variable=ENV.ROUTING_RULE,
                 fix=f"Use one of {', '.join(ROUTING_RULES)}.",
+            )
+        if self.edge_engine not in EDGE_ENGINES:
+            raise ConfigError(
+                f"{ENV.EDGE_ENGINE}={self.edge_engine!r} is not an engine placement.",
+                variable=ENV.EDGE_ENGINE,
+                fix="Use process or inline.",
+            )
+        if not isinstance(self.lookup_timeout, (int, float)) or not 0 < self.lookup_timeout <= 60:
+            raise ConfigError(
+                f"{ENV.LOOKUP_TIMEOUT}={self.lookup_timeout!r} is outside (0, 60] seconds.",
+                variable=ENV.LOOKUP_TIMEOUT,
+                fix="Use a short duration, for example 50ms.",
             )
         if self.cross_check not in CROSS_CHECKS:
             raise ConfigError(

@@ -29,6 +29,7 @@ from distillkit.capture.sink import Captured, CaptureSink
 from distillkit.capture.writer import CaptureWriter
 from distillkit.config import DistillConfig
 from distillkit.counters import CounterPublisher
+from distillkit.errors import StoreBusyError
 from distillkit.events import Events
 from distillkit.pipeline import Pipeline, describe
 from distillkit.routing.budget import ErrorBudget
@@ -150,6 +151,7 @@ class Distiller:
             budget=self.budget,
             explore_rate=config.explore_rate,
             cross_check=config.cross_check,
+            lookup_timeout=config.lookup_timeout,
         )
         self._dataset_provider = dataset_provider
         self._fine_tuning_provider = fine_tuning_provider
@@ -220,9 +222,12 @@ class Distiller:
             return ServerStore(info, url=self.config.qdrant_url, api_key=self.config.qdrant_api_key)
         from distillkit.store.edge import EdgeStore
 
-        return EdgeStore(self.config.path, info)
+        return EdgeStore(self.config.path, info, engine=self.config.edge_engine)
 
     def _lookup_failed(self, namespace: str, exc: BaseException) -> None:
+        if isinstance(exc, StoreBusyError):  # not a failure: the store stays open
+            self._stats.add(namespace, store_busy=1)
+            return
         # A store already reported where it failed (held by another process) is not logged per request.
         log = logger.debug if getattr(exc, "reported", False) else logger.warning
         log("distillkit: routing lookup failed (%s); the teacher answers", describe(exc))

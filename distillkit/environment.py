@@ -51,6 +51,8 @@ class ENV:
     EXPLORE_RATE = "DISTILLKIT_EXPLORE_RATE"
     JUDGE = "DISTILLKIT_JUDGE"
     LORA_DIR = "DISTILLKIT_LORA_DIR"
+    EDGE_ENGINE = "DISTILLKIT_EDGE_ENGINE"
+    LOOKUP_TIMEOUT = "DISTILLKIT_LOOKUP_TIMEOUT"
     QDRANT_URL = "QDRANT_URL"
     QDRANT_API_KEY = "QDRANT_API_KEY"
 
@@ -99,6 +101,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "fine_tuning": ENV.FINE_TUNING,
         "lora_dir": ENV.LORA_DIR,
         "judge": ENV.JUDGE,
+        "edge_engine": ENV.EDGE_ENGINE,
         "distilled_base_url": ENV.DISTILLED_BASE_URL,
         "distilled_api_key": ENV.DISTILLED_API_KEY,
         "qdrant_url": ENV.QDRANT_URL,
@@ -111,7 +114,11 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         values["threshold"] = _number(environ[ENV.THRESHOLD], ENV.THRESHOLD, float, "a number in [0, 1]")
     if environ.get(ENV.MIN_EXAMPLES):
         values["min_examples"] = _number(environ[ENV.MIN_EXAMPLES], ENV.MIN_EXAMPLES, int, "an integer >= 10")
-    for name, variable in (("train_every", ENV.TRAIN_EVERY), ("job_timeout", ENV.JOB_TIMEOUT)):
+    for name, variable in (
+        ("train_every", ENV.TRAIN_EVERY),
+        ("job_timeout", ENV.JOB_TIMEOUT),
+        ("lookup_timeout", ENV.LOOKUP_TIMEOUT),
+    ):
         if environ.get(variable):
             values[name] = parse_duration(environ[variable], variable=variable)
     if environ.get(ENV.NEIGHBOURS):

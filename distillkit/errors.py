@@ -10,6 +10,7 @@ __all__ = [
     "DistillkitError",
     "EmbedderMismatchError",
     "FineTuningUnavailableError",
+    "StoreBusyError",
     "StoreError",
     "StoreLockedError",
     "TrainingError",
@@ -46,6 +47,13 @@ class StoreError(DistillkitError):
 
 class StoreLockedError(StoreError):
     """The embedded store folder is already open in another process."""
+
+
+class StoreBusyError(DistillkitError):
+    """The embedded store's engine is building its index and did not answer a lookup in time.
+
+    Not a failure (the store is not reopened): the router answers that request with the teacher.
+    """
 
 
 class TrainingError(DistillkitError):

@@ -61,6 +61,8 @@ class NamespaceStats:
     deduplicated: int = 0
     skipped: int = 0
     store_errors: int = 0
+    #: Lookups that waited out an index build of the embedded store (the teacher answered them).
+    store_busy: int = 0
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)
     cost_usd: float = 0.0
     saved_usd: float = 0.0

@@ -44,9 +44,13 @@ def test_every_variable_is_read() -> None:
             ENV.MAX_ERROR: "0.02",
             ENV.EXPLORE_RATE: "0",
             ENV.CROSS_CHECK: "neighbours",
+            ENV.EDGE_ENGINE: "inline",
+            ENV.LOOKUP_TIMEOUT: "20ms",
         }
     )
     assert config.cross_check == "neighbours"
+    assert (config.edge_engine, config.lookup_timeout) == ("inline", 0.02)
+    assert (DistillConfig().edge_engine, DistillConfig().lookup_timeout) == ("process", 0.05)
     assert DistillConfig.from_env({ENV.CROSS_CHECK: " Off "}).cross_check is None
     assert DistillConfig.from_env({}).cross_check == "nearest"
     assert (config.holdout, config.holdout_min, config.promotion_floor) == (0.2, 3, 0.9)
@@ -80,6 +84,9 @@ def test_every_variable_is_read() -> None:
         (ENV.MAX_ERROR, "1", "0.05, or off"),
         (ENV.EXPLORE_RATE, "-0.1", "between 0 and 1"),
         (ENV.CROSS_CHECK, "always", "nearest, neighbours or off"),
+        (ENV.EDGE_ENGINE, "thread", "process or inline"),
+        (ENV.LOOKUP_TIMEOUT, "0", "50ms"),
+        (ENV.LOOKUP_TIMEOUT, "5m", "50ms"),
     ],
 )
 def test_invalid_values_name_the_variable_and_what_it_accepts(variable: str, value: str, accepted: str) -> None:

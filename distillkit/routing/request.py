@@ -258,7 +258,9 @@ class RouteInfo:
             neighbours'"`` (the cross-check sent it to the teacher); once the error budget is fitted
             (:mod:`distillkit.routing.budget`): ``"within the error budget"``, ``"below fitted
             threshold"``, ``"over the error budget"``, ``"answer class last answered wrong"``,
-            ``"answer class over the error budget"``.
+            ``"answer class over the error budget"``; ``"lookup failed: <error>"`` (the store
+            failed), ``"store busy: building its index"`` (the embedded store's index build
+            outlasted ``DISTILLKIT_LOOKUP_TIMEOUT``).
         fingerprint: the task's fingerprint, when it was computed.
         agreeing: with the agreement rule, how many of the nearest trained neighbours share the
             nearest one's teacher answer (None with the top1 rule).

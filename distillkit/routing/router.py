@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from distillkit.config import ENV, ROUTING_RULES
-from distillkit.errors import ConfigError
+from distillkit.errors import ConfigError, StoreBusyError
 from distillkit.routing.acceptance import Acceptance
 from distillkit.routing.budget import ErrorBudget
 from distillkit.routing.labels import Signals, answer_class, answer_key
@@ -76,6 +76,7 @@ class Router:
         budget: ErrorBudget | None = None,
         explore_rate: float = 0.0,
         cross_check: str | None = None,
+        lookup_timeout: float | None = None,
     ) -> None:
         if rule not in ROUTING_RULES:
             raise ConfigError(
@@ -101,6 +102,8 @@ class Router:
         #: (``"nearest"``) or one of the ``neighbours`` nearest's (``"neighbours"``), or the teacher
         #: answers (None: off). See the module docstring.
         self.cross_check = cross_check
+        #: Seconds a lookup waits at most while the embedded store builds its index (None: waits).
+        self.lookup_timeout = lookup_timeout
         self._random = random.Random()
         self._store = store
         self._embedder = embedder
@@ -150,11 +153,16 @@ class Router:
             agreement = self.rule == "agreement"
             limit = max(1, self.neighbours) if agreement else 1
             hits = self._store().search(
-                vector, namespace=ns, fingerprint=fingerprint, indexed=True, limit=limit, fields=ANSWER_FIELDS
+                vector,
+                namespace=ns,
+                fingerprint=fingerprint,
+                indexed=True,
+                limit=limit,
+                fields=ANSWER_FIELDS,
+                timeout=self.lookup_timeout,
             )
         except Exception as exc:
-            self._on_error(ns, exc)
-            return RouteInfo(False, ns, teacher, f"lookup failed: {type(exc).__name__}")
+            return self._failed(request, exc)
         if not hits:
             return RouteInfo(False, ns, teacher, "no trained neighbour", fingerprint=fingerprint)
         best = hits[0]
@@ -184,8 +192,7 @@ class Router:
         try:
             veto = self._veto(request, vector, best, agreeing)
         except Exception as exc:
-            self._on_error(ns, exc)
-            return RouteInfo(False, ns, teacher, f"lookup failed: {type(exc).__name__}")
+            return self._failed(request, exc)
         if veto is not None:
             return RouteInfo(
                 False, ns, teacher, "untrained neighbour disagrees", best.score, best.id, fingerprint, agreeing, veto
@@ -194,6 +201,13 @@ class Router:
         # The namespace's active model answers: every indexed point was part of its training
         # (incremental rounds continue from the previous model, full rounds use all data).
         return RouteInfo(True, ns, active.model, reason, best.score, best.id, fingerprint, agreeing)
+
+    def _failed(self, request: Request, exc: Exception) -> RouteInfo:
+        """The teacher answers a request whose lookup failed, or waited out an index build."""
+        self._on_error(request.namespace, exc)
+        busy = isinstance(exc, StoreBusyError)
+        why = "store busy: building its index" if busy else f"lookup failed: {type(exc).__name__}"
+        return RouteInfo(False, request.namespace, request.teacher_model, why)
 
     def _acceptance(self, namespace: str) -> Acceptance | None:
         if self.budget is None:
@@ -235,6 +249,7 @@ class Router:
             indexed=False,
             limit=1,
             fields=ANSWER_FIELDS,
+            timeout=self.lookup_timeout,
         )
         if not hits or hits[0].score < best.score - self.veto_margin:
             return None

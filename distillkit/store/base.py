@@ -73,8 +73,13 @@ class Store(Protocol):
         indexed: bool | None = None,
         limit: int = 1,
         fields: Sequence[str] | None = None,
+        timeout: float | None = None,
     ) -> list[Hit]:
-        """Nearest points by cosine similarity, best first, filtered by the given fields."""
+        """Nearest points by cosine similarity, best first, filtered by the given fields.
+
+        ``timeout``: seconds to wait at most while the store's engine is busy building its index
+        (then :class:`~distillkit.errors.StoreBusyError`); None waits.
+        """
         ...
 
     def set_payload(self, ids: Sequence[str], values: Mapping[str, Any]) -> None:

@@ -6,9 +6,16 @@ Layout of ``<path>/<collection>/`` (folders 0o700, the files written here 0o600)
     records.sqlite  the companion records (kind, key → JSON), SQLite in WAL mode
     shard/          the qdrant-edge shard (segments and its write-ahead log)
 
+The shard runs in a child process of the application's (:mod:`distillkit.store._engine`): the
+engine holds the GIL for the whole of each call, and an index build takes seconds, which would
+stall every thread of the application. The child builds the index after
+``optimize_every`` new points; meanwhile a routing lookup waits at most its timeout and the
+teacher answers (:class:`~distillkit.errors.StoreBusyError`), captures wait.
+
 The shard keeps a write-ahead log, so an upsert is durable once it returns, even if the process
-dies without :meth:`EdgeStore.close`. The WAL is also the engine's folder lock: a second process
-(or a second ``EdgeStore`` in this one) opening the folder gets :class:`StoreLockedError`.
+dies without :meth:`EdgeStore.close`. The folder is locked by the application's process (and the
+WAL by the engine's): a second process (or a second ``EdgeStore`` in this one) opening the folder
+gets :class:`StoreLockedError`.
 
 Companion records (jobs, the registry, leases' neighbours) live in SQLite beside the shard, under
 their own lock (:mod:`distillkit.store.companion`).
@@ -20,14 +27,12 @@ import contextlib
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import qdrant_edge as qe
-
 from distillkit.errors import StoreError, StoreLockedError
+from distillkit.store._engine import Engine, EngineKind, WalLockedError, open_engine
 from distillkit.store._files import (
     check_manifest,
     folder_identity,
@@ -35,16 +40,7 @@ from distillkit.store._files import (
     make_private_dir,
     write_manifest,
 )
-from distillkit.store._payload import (
-    INDEXED_MIRROR,
-    INTEGER_FIELDS,
-    KEYWORD_FIELDS,
-    check_vector,
-    plain_vector,
-    public_payload,
-    stored_payload,
-    translate_errors,
-)
+from distillkit.store._payload import check_vector, stored_payload, translate_errors
 from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
 from distillkit.store.companion import CompanionRecords
 
@@ -60,27 +56,23 @@ _LOCKED_HINT = (
 )
 
 
-def _is_wal_lock_error(exc: BaseException) -> bool:
-    text = str(exc)
-    return "WAL" in text and ("WouldBlock" in text or "lock" in text.lower())
-
-
 class EdgeStore:
     """Captured points and companion records in a local folder, on Qdrant Edge (HNSW, cosine).
 
-    Safe to share between threads: every engine call and record change runs under one lock.
-    The engine's Python binding holds the GIL for each call anyway, so finer locking would buy
-    no parallelism.
+    Safe to share between threads: the engine serves one call at a time, in order.
 
     Args:
         path: the store folder (created with owner-only permissions).
         embedder: the embedder whose vectors the store holds; checked against the folder's manifest.
         collection: name of the sub-folder, so several collections can share one store folder.
         optimize_every: build the HNSW index once this many points are not yet indexed (checked
-            after each upsert). The engine holds the GIL while it indexes (about 2 to 4 s per
-            20k 256-d points on 2 cores), so this bounds how long one stall lasts. None leaves
-            indexing to explicit :meth:`optimize` calls; unindexed points are still found, by a
-            filtered full scan.
+            after each upsert; about 2 to 4 s per 20k points on 2 cores, in the engine's process).
+            None leaves indexing to explicit :meth:`optimize` calls; unindexed points are still
+            found, by a filtered full scan.
+        engine: ``"process"`` (the default, on POSIX): the shard in a child process, so index
+            builds never hold this process's GIL; ``"inline"``: in this process (every build
+            stalls it), where a child process cannot be started (``sys.executable`` is not a
+            Python, as under some embedded servers).
 
     Raises:
         StoreLockedError: the folder is open in another process (or another ``EdgeStore``).
@@ -92,15 +84,6 @@ class EdgeStore:
         >>> store.search(vec, namespace="support", indexed=True, limit=1)  # doctest: +SKIP
     """
 
-    #: HNSW settings: Qdrant's defaults. full_scan_threshold (KB) makes small filtered subsets
-    #: use the payload index plus a brute-force scan, which is exact and fast.
-    HNSW_M = 16
-    HNSW_EF_CONSTRUCT = 100
-    HNSW_FULL_SCAN_KB = 10_000
-    #: Keep up to this many segments, so that indexing new points does not re-index (merge) old
-    #: ones: measured 3.8 s per 20k new points, against stalls growing to 11 s at 100k with merges.
-    SEGMENTS = 8
-
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -108,6 +91,7 @@ class EdgeStore:
         *,
         collection: str = "distillkit",
         optimize_every: int | None = 20_000,
+        engine: EngineKind = "process",
     ) -> None:
         if not collection or "/" in collection or collection.startswith("."):
             raise ValueError(f"invalid collection name: {collection!r}")
@@ -120,7 +104,7 @@ class EdgeStore:
         #: Record reads and writes never take ``_lock``.
         self._records = CompanionRecords(self._dir)
         self._leases: dict[str, tuple[str, float]] = {}
-        self._shard: qe.EdgeShard | None = None
+        self._engine: Engine | None = None
         self._lock_fd: int | None = None
         try:
             with translate_errors(f"open the store folder {self._dir}"):
@@ -133,9 +117,8 @@ class EdgeStore:
                 self._identity = folder_identity(self._dir)
                 check_manifest(self._dir, self.embedder)
                 self._records.open()
-                self._shard = self._open_shard()
+                self._engine = self._open_engine(engine)
                 write_manifest(self._dir, self.embedder)
-                self._ensure_indexes()
         except BaseException:
             self._records.close()
             self._unlock_folder()
@@ -161,38 +144,14 @@ class EdgeStore:
             with contextlib.suppress(OSError):
                 os.close(fd)  # closing the last descriptor of the lock releases it
 
-    def _open_shard(self) -> qe.EdgeShard:
-        shard_dir = self._dir / "shard"
-        config = qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=self.embedder.dim, distance=qe.Distance.Cosine),
-            hnsw_config=qe.HnswIndexConfig(
-                m=self.HNSW_M, ef_construct=self.HNSW_EF_CONSTRUCT, full_scan_threshold=self.HNSW_FULL_SCAN_KB
-            ),
-            optimizers=qe.EdgeOptimizersConfig(default_segment_number=self.SEGMENTS),
-        )
+    def _open_engine(self, kind: EngineKind) -> Engine:
         try:
-            if (shard_dir / "edge_config.json").exists():
-                return qe.EdgeShard.load(str(shard_dir), config)
-            shard = qe.EdgeShard.create(str(shard_dir), config)
-        except Exception as exc:
-            if _is_wal_lock_error(exc):
-                raise self._locked_error() from exc
-            raise
-        os.chmod(shard_dir, 0o700)
-        return shard
+            return open_engine(kind, str(self._dir / "shard"), self.embedder.dim)
+        except WalLockedError as exc:
+            raise self._locked_error() from exc
 
-    def _ensure_indexes(self) -> None:
-        shard = self._require_shard()
-        schema = shard.info().payload_schema
-        for name in KEYWORD_FIELDS:
-            if name not in schema:
-                shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
-        for name in INTEGER_FIELDS:
-            if name not in schema:
-                shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
-
-    def _require_shard(self) -> qe.EdgeShard:
-        if self._shard is None:
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
             raise StoreError(f"The store at {self._dir} is closed.")
         # An open shard keeps writing into a deleted folder's files without any error, and the
         # data is gone: a folder removed or replaced under us is a failure (one stat per call).
@@ -205,7 +164,17 @@ class EdgeStore:
                 f"The store folder {self._dir} was removed or replaced while open.",
                 fix="Keep the folder in place while distillkit runs; it is reopened (created again) on retry.",
             )
-        return self._shard
+        return self._engine
+
+    @property
+    def engine(self) -> str:
+        """Where the shard runs: ``"process"`` or ``"inline"`` (see the class's arguments)."""
+        return self._require_engine().kind
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The process id of the engine's child process (None when it runs inline)."""
+        return self._require_engine().pid
 
     # -- points -----------------------------------------------------------------------------
 
@@ -213,21 +182,13 @@ class EdgeStore:
         """Insert or replace points (vectors required); durable once this returns (WAL)."""
         if not points:
             return
-        edge_points = [
-            qe.Point(
-                str(uuid.UUID(p.id)),
-                check_vector(p.vector, self.embedder.dim),
-                stored_payload(p.payload, whole=True),
-            )
-            for p in points
-        ]
+        dim = self.embedder.dim
+        rows = [(p.id, check_vector(p.vector, dim), stored_payload(p.payload, whole=True)) for p in points]
         with self._lock, translate_errors("upsert points"):
-            shard = self._require_shard()
-            shard.update(qe.UpdateOperation.upsert_points(edge_points))
-            if self.optimize_every is not None:
-                info = shard.info()
-                if info.points_count - info.indexed_vectors_count >= self.optimize_every:
-                    shard.optimize()
+            engine = self._require_engine()
+            unindexed = engine.call("upsert", rows)
+            if self.optimize_every is not None and unindexed >= self.optimize_every:
+                engine.start_optimize()
 
     def search(
         self,
@@ -238,6 +199,7 @@ class EdgeStore:
         indexed: bool | None = None,
         limit: int = 1,
         fields: Sequence[str] | None = None,
+        timeout: float | None = None,
     ) -> list[Hit]:
         """Nearest points by cosine similarity (1.0 = same direction), best first.
 
@@ -249,36 +211,38 @@ class EdgeStore:
             limit: at most this many hits.
             fields: the payload fields to return (None: all). Reading and converting only what the
                 caller uses keeps a search cheap when payloads hold long conversations.
+            timeout: seconds to wait at most while the engine builds its index (a routing
+                lookup); None waits.
+
+        Raises:
+            StoreBusyError: ``timeout`` passed while the engine was building its index.
         """
-        query = qe.QueryRequest(
-            query=qe.Query.Nearest(check_vector(vector, self.embedder.dim)),
-            limit=limit,
-            filter=_filter(namespace=namespace, fingerprint=fingerprint, indexed=indexed),
-            with_payload=True if fields is None else list(fields),
+        args = (
+            check_vector(vector, self.embedder.dim),
+            namespace,
+            fingerprint,
+            indexed,
+            limit,
+            None if fields is None else list(fields),
         )
-        with self._lock, translate_errors("search"):
-            scored = self._require_shard().query(query)
-        return [Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in scored]
+        with translate_errors("search"):
+            found = self._require_engine().call("search", *args, timeout=timeout)
+        return [Hit(*row) for row in found]
 
     def set_payload(self, ids: Sequence[str], values: Mapping[str, Any]) -> None:
         """Merge ``values`` into the payload of exactly these points (other fields kept)."""
         if not ids or not values:
             return
-        op = qe.UpdateOperation.set_payload([str(uuid.UUID(i)) for i in ids], stored_payload(values))
         with self._lock, translate_errors("set payload"):
-            self._require_shard().update(op)
+            self._require_engine().call("set_payload", list(ids), stored_payload(values))
 
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
         """The points with these ids (payload, and vectors when asked); missing ids are skipped."""
         if not ids:
             return []
-        point_ids: list[Any] = [str(uuid.UUID(i)) for i in ids]
         with self._lock, translate_errors("retrieve points"):
-            records = self._require_shard().retrieve(point_ids, True, with_vectors)
-        return [
-            Point(str(r.id), public_payload(r.payload), plain_vector(r.vector) if with_vectors else None)
-            for r in records
-        ]
+            rows = self._require_engine().call("retrieve", list(ids), with_vectors)
+        return [Point(*row) for row in rows]
 
     def scroll(
         self, *, namespace: str | None = None, indexed: bool | None = None, batch_size: int = 256
@@ -287,31 +251,36 @@ class EdgeStore:
 
         The lock is held for one page at a time, so a long scan does not stall searches.
         """
-        flt = _filter(namespace=namespace, indexed=indexed)
         offset: Any = None
         while True:
-            request = qe.ScrollRequest(offset=offset, limit=batch_size, filter=flt, with_payload=True)
             with self._lock, translate_errors("scroll points"):
-                records, offset = self._require_shard().scroll(request)
-            for r in records:
-                yield Point(str(r.id), public_payload(r.payload))
+                rows, offset = self._require_engine().call("scroll", namespace, indexed, offset, batch_size)
+            for point_id, payload in rows:
+                yield Point(point_id, payload)
             if offset is None:
                 return
 
     def count(self, *, namespace: str | None = None, indexed: bool | None = None) -> int:
         """How many points match the filter (exact)."""
-        request = qe.CountRequest(exact=True, filter=_filter(namespace=namespace, indexed=indexed))
         with self._lock, translate_errors("count points"):
-            return int(self._require_shard().count(request))
+            return int(self._require_engine().call("count", namespace, indexed))
 
-    def optimize(self) -> bool:
-        """Build the HNSW index for points not yet indexed; blocks (and holds the GIL) meanwhile.
+    def optimize(self, *, wait: bool = True) -> bool:
+        """Build the HNSW index for points not yet indexed.
+
+        Args:
+            wait: block until it is built; False returns at once where the engine runs in its
+                own process (routing lookups meanwhile wait at most their timeout).
 
         Returns:
-            True if anything was (re)indexed.
+            True if anything was (re)indexed (False when not waited for).
         """
         with self._lock, translate_errors("optimize the index"):
-            return bool(self._require_shard().optimize())
+            engine = self._require_engine()
+            if not wait:
+                engine.start_optimize()
+                return False
+            return bool(engine.call("optimize"))
 
     # -- companion records ------------------------------------------------------------------
 
@@ -357,19 +326,16 @@ class EdgeStore:
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush and close the shard, releasing the folder lock. Idempotent."""
+        """Flush and close the shard (after an index build that runs), releasing the folder lock. Idempotent."""
         with self._lock:
             self._leases.clear()
-            if self._shard is None:
+            if self._engine is None:
                 return
             self._records.close()  # before the shard is let go: no record call passes in between
-            shard, self._shard = self._shard, None
+            engine, self._engine = self._engine, None
             try:
                 with translate_errors("close the store"):
-                    try:
-                        shard.flush()
-                    finally:
-                        shard.close()
+                    engine.close()
             finally:
                 self._unlock_folder()
 
@@ -377,13 +343,14 @@ class EdgeStore:
         """In a forked child: let go of the parent's store without touching it.
 
         The child's copy of the folder lock is closed (the parent keeps its lock); the engine
-        object is kept referenced for ever, so that it is never flushed, closed or dropped here.
+        (in this process, or the connection to its process) is kept referenced for ever, so that
+        it is never flushed, closed or dropped here.
         """
-        shard, self._shard = self._shard, None
+        engine, self._engine = self._engine, None
         db = self._records.detach()
         self._leases.clear()
-        if shard is not None:
-            _ABANDONED.append(shard)
+        if engine is not None:
+            _ABANDONED.append(engine.abandon())
         if db is not None:
             _ABANDONED.append(db)  # closing SQLite's parent connection in a child could checkpoint its WAL
         self._unlock_folder()
@@ -396,16 +363,3 @@ class EdgeStore:
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.path)!r}, {self.embedder!r}, collection={self.collection!r})"
-
-
-def _filter(
-    *, namespace: str | None = None, fingerprint: str | None = None, indexed: bool | None = None
-) -> qe.Filter | None:
-    must: list[Any] = []
-    if namespace is not None:
-        must.append(qe.FieldCondition("namespace", match=qe.MatchValue(namespace)))
-    if fingerprint is not None:
-        must.append(qe.FieldCondition("fingerprint", match=qe.MatchValue(fingerprint)))
-    if indexed is not None:
-        must.append(qe.FieldCondition(INDEXED_MIRROR, match=qe.MatchValue(1 if indexed else 0)))
-    return qe.Filter(must=must) if must else None

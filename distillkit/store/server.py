@@ -178,6 +178,7 @@ class ServerStore:
         indexed: bool | None = None,
         limit: int = 1,
         fields: Sequence[str] | None = None,
+        timeout: float | None = None,
     ) -> list[Hit]:
         """Nearest points by cosine similarity (1.0 = same direction), best first.
 
@@ -189,6 +190,7 @@ class ServerStore:
             limit: at most this many hits.
             fields: the payload fields to return (None: all). Reading and converting only what the
                 caller uses keeps a search cheap when payloads hold long conversations.
+            timeout: unused: a server builds its index in its own threads, never holding a search.
         """
         query = check_vector(vector, self.embedder.dim)
         flt = _filter(namespace=namespace, fingerprint=fingerprint, indexed=indexed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 from typing import Any
 
 import numpy as np
@@ -165,6 +168,33 @@ def test_store_unavailable_means_the_teacher_answers(simulator: Simulator, confi
     finally:
         blocked.close()
         holder.close()
+
+
+def test_a_lookup_during_an_index_build_goes_to_the_teacher_and_the_store_stays_open(
+    trained: Any, distiller: Distiller
+) -> None:
+    store = distiller.store
+    pid = store.engine_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # the engine answers nothing: a long index build, as far as we can tell
+    try:
+        store.optimize(wait=False)
+        response = ask(trained, KNOWN[0])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    info = distillkit.route_info(response)
+    assert response.model == "gpt-4.1" and info.reason == "store busy: building its index"
+    assert distiller.stats()["default"].store_busy == 1 and distiller.stats()["default"].store_errors == 0
+    assert distiller.store is store  # not a failure: nothing reopened
+    assert distillkit.route_info(ask(trained, KNOWN[0])).routed  # the build is over: routed again
+
+
+def test_the_inline_engine_is_a_setting(config: DistillConfig) -> None:
+    distiller = Distiller(dataclasses.replace(config, edge_engine="inline"))
+    try:
+        assert distiller.store.engine == "inline" and distiller.store.engine_pid is None
+    finally:
+        distiller.close()
 
 
 def test_data_survives_a_restart(simulator: Simulator, config: DistillConfig) -> None:
