@@ -21,7 +21,7 @@ from distillkit.capture.redact import Redactor, redact_interaction
 from distillkit.errors import StoreError
 from distillkit.routing.request import Request, jsonable, request_params
 from distillkit.state import NAMESPACE_KIND
-from distillkit.store.base import Point, Store, Vector
+from distillkit.store.base import Point, SearchQuery, Store, Vector
 
 if TYPE_CHECKING:
     from distillkit.events import Events
@@ -206,28 +206,31 @@ class CaptureSink:
         return True
 
     def _store(self, store: Store, interactions: Sequence[Interaction]) -> None:
-        """Insert new points; a near-duplicate of a stored one only bumps that one's ``count``."""
+        """Insert new points; a near-duplicate of a stored one only bumps that one's ``count``.
+
+        Near-duplicates within the batch are found with one matrix product per (namespace, task),
+        those of stored points with one :meth:`~distillkit.store.base.Store.search_batch`.
+        """
         threshold = self._threshold
+        fresh = self._unique_within(interactions, threshold)
+        found = store.search_batch(
+            [SearchQuery(vector, i.namespace, i.fingerprint) for i, vector, _ in fresh], limit=1, fields=("count",)
+        )
+        counts: dict[str, int] = {}  # stored near-duplicate id -> its count, with this batch's repeats
         new_points: list[Point] = []
         stored: list[Interaction] = []
-        new_vectors: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
-        for interaction in interactions:
-            vector = np.asarray(interaction.vector, dtype=np.float32)
-            group = (interaction.namespace, interaction.fingerprint)
-            if any(float(vector @ other) >= threshold for other in new_vectors[group]):
-                self._stats.add(interaction.namespace, deduplicated=1)
-                continue
-            hits = store.search(
-                vector, namespace=interaction.namespace, fingerprint=interaction.fingerprint, limit=1, fields=("count",)
-            )
+        for (interaction, vector, seen), hits in zip(fresh, found, strict=True):
             if hits and hits[0].score >= threshold:
-                count = int(hits[0].payload.get("count") or 1) + 1
-                store.set_payload([hits[0].id], {"count": count})
+                twin = hits[0]
+                counts[twin.id] = counts.get(twin.id, int(twin.payload.get("count") or 1)) + seen
                 self._stats.add(interaction.namespace, deduplicated=1)
                 continue
-            new_vectors[group].append(vector)
-            new_points.append(Point(str(uuid.uuid4()), interaction.payload(), vector.tolist()))
+            payload = interaction.payload()
+            payload["count"] = seen
+            new_points.append(Point(str(uuid.uuid4()), payload, vector.tolist()))
             stored.append(interaction)
+        for point_id, count in counts.items():
+            store.set_payload([point_id], {"count": count})
         if new_points:
             store.upsert(new_points)
         for interaction in stored:
@@ -243,3 +246,29 @@ class CaptureSink:
         except StoreError as exc:  # the points are stored; the namespace is recorded next time
             logger.warning("distillkit could not record a namespace: %s", exc)
             self._stores.failed(exc, store)
+
+    def _unique_within(
+        self, interactions: Sequence[Interaction], threshold: float
+    ) -> list[tuple[Interaction, np.ndarray, int]]:
+        """The interactions that are no near-duplicate of an earlier one of the batch, with how
+        many times each was seen in it (itself and its near-duplicates, which are counted)."""
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        vectors = [np.asarray(i.vector, dtype=np.float32) for i in interactions]
+        for index, interaction in enumerate(interactions):
+            groups[(interaction.namespace, interaction.fingerprint)].append(index)
+        seen = [1] * len(interactions)  # 0: a near-duplicate of an earlier one
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            matrix = np.stack([vectors[k] for k in members])
+            similar = matrix @ matrix.T >= threshold
+            kept: list[int] = []
+            for row, index in enumerate(members):
+                earlier = next((k for k in kept if similar[row, k]), None)
+                if earlier is None:
+                    kept.append(row)
+                    continue
+                seen[index] = 0
+                seen[members[earlier]] += 1
+                self._stats.add(interactions[index].namespace, deduplicated=1)
+        return [(i, v, n) for i, v, n in zip(interactions, vectors, seen, strict=True) if n]

@@ -117,13 +117,18 @@ class Shard:
         limit: int,
         fields: list[str] | None,
     ) -> list[Found]:
-        query = qe.QueryRequest(
-            query=qe.Query.Nearest(vector),
-            limit=limit,
-            filter=_filter(namespace=namespace, fingerprint=fingerprint, indexed=indexed),
-            with_payload=True if fields is None else fields,
-        )
-        return [(str(p.id), float(p.score), public_payload(p.payload)) for p in self._shard.query(query)]
+        query = _query(vector, namespace, fingerprint, indexed, limit, fields)
+        return _found(self._shard.query(query))
+
+    def search_batch(
+        self,
+        queries: list[tuple[list[float], str, str | None, bool | None]],
+        limit: int,
+        fields: list[str] | None,
+    ) -> list[list[Found]]:
+        """:meth:`search` for each (vector, namespace, fingerprint, indexed), as one planned batch."""
+        batch = qe.QueryBatchRequest([_query(*q, limit, fields) for q in queries])
+        return [_found(scored) for scored in self._shard.query_batch(batch)]
 
     def set_payload(self, ids: list[str], values: dict[str, Any]) -> None:
         self._shard.update(qe.UpdateOperation.set_payload([str(uuid.UUID(i)) for i in ids], values))
@@ -160,6 +165,26 @@ class Shard:
             self._shard.flush()
         finally:
             self._shard.close()
+
+
+def _query(
+    vector: list[float],
+    namespace: str,
+    fingerprint: str | None,
+    indexed: bool | None,
+    limit: int,
+    fields: list[str] | None,
+) -> qe.QueryRequest:
+    return qe.QueryRequest(
+        query=qe.Query.Nearest(vector),
+        limit=limit,
+        filter=_filter(namespace=namespace, fingerprint=fingerprint, indexed=indexed),
+        with_payload=True if fields is None else fields,
+    )
+
+
+def _found(scored: Any) -> list[Found]:
+    return [(str(p.id), float(p.score), public_payload(p.payload)) for p in scored]
 
 
 def _vector(raw: Any) -> list[float] | None:

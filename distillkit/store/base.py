@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["EmbedderInfo", "Hit", "Point", "Store", "Vector"]
+__all__ = ["EmbedderInfo", "Hit", "Point", "SearchQuery", "Store", "Vector"]
 
 #: A vector as the stores accept it: a sequence of floats or a 1-d numpy array.
 Vector = Union[Sequence[float], "np.ndarray"]
@@ -48,6 +48,16 @@ class Hit:
     id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search of a :meth:`Store.search_batch`: a vector and the filter fields of :meth:`Store.search`."""
+
+    vector: Vector
+    namespace: str
+    fingerprint: str | None = None
+    indexed: bool | None = None
 
 
 @runtime_checkable
@@ -80,6 +90,12 @@ class Store(Protocol):
         ``timeout``: seconds to wait at most while the store's engine is busy building its index
         (then :class:`~distillkit.errors.StoreBusyError`); None waits.
         """
+        ...
+
+    def search_batch(
+        self, queries: Sequence[SearchQuery], *, limit: int = 1, fields: Sequence[str] | None = None
+    ) -> list[list[Hit]]:
+        """:meth:`search` for each query, in one call (the capture's near-duplicate checks); in order."""
         ...
 
     def set_payload(self, ids: Sequence[str], values: Mapping[str, Any]) -> None:

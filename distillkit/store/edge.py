@@ -41,7 +41,7 @@ from distillkit.store._files import (
     write_manifest,
 )
 from distillkit.store._payload import check_vector, stored_payload, translate_errors
-from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
+from distillkit.store.base import EmbedderInfo, Hit, Point, SearchQuery, Vector
 from distillkit.store.companion import CompanionRecords
 
 __all__ = ["EdgeStore"]
@@ -228,6 +228,18 @@ class EdgeStore:
         with translate_errors("search"):
             found = self._require_engine().call("search", *args, timeout=timeout)
         return [Hit(*row) for row in found]
+
+    def search_batch(
+        self, queries: Sequence[SearchQuery], *, limit: int = 1, fields: Sequence[str] | None = None
+    ) -> list[list[Hit]]:
+        """:meth:`search` for each query, in one call to the engine (one planned batch); in order."""
+        if not queries:
+            return []
+        dim = self.embedder.dim
+        rows = [(check_vector(q.vector, dim), q.namespace, q.fingerprint, q.indexed) for q in queries]
+        with translate_errors("search"):
+            found = self._require_engine().call("search_batch", rows, limit, None if fields is None else list(fields))
+        return [[Hit(*row) for row in hits] for hits in found]
 
     def set_payload(self, ids: Sequence[str], values: Mapping[str, Any]) -> None:
         """Merge ``values`` into the payload of exactly these points (other fields kept)."""

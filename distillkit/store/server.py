@@ -32,7 +32,7 @@ from distillkit.store._payload import (
     stored_payload,
     translate_errors,
 )
-from distillkit.store.base import EmbedderInfo, Hit, Point, Vector
+from distillkit.store.base import EmbedderInfo, Hit, Point, SearchQuery, Vector
 
 if TYPE_CHECKING:
     from qdrant_client.http.models import Filter
@@ -203,6 +203,25 @@ class ServerStore:
                 with_payload=True if fields is None else list(fields),
             )
         return [Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in result.points]
+
+    def search_batch(
+        self, queries: Sequence[SearchQuery], *, limit: int = 1, fields: Sequence[str] | None = None
+    ) -> list[list[Hit]]:
+        """:meth:`search` for each query, in one request to the server; results in order."""
+        if not queries:
+            return []
+        requests = [
+            models.QueryRequest(
+                query=check_vector(q.vector, self.embedder.dim),
+                filter=_filter(namespace=q.namespace, fingerprint=q.fingerprint, indexed=q.indexed),
+                limit=limit,
+                with_payload=True if fields is None else list(fields),
+            )
+            for q in queries
+        ]
+        with self._guard, translate_errors("search"):
+            results = self._client.query_batch_points(self.collection, requests=requests)
+        return [[Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in r.points] for r in results]
 
     def set_payload(self, ids: Sequence[str], values: Mapping[str, Any]) -> None:
         """Merge ``values`` into the payload of exactly these points (other fields kept)."""

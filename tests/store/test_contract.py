@@ -10,6 +10,7 @@ import pytest
 
 from distillkit.errors import ConfigError, EmbedderMismatchError
 from distillkit.store import EmbedderInfo, Hit, Point, Store
+from distillkit.store.base import SearchQuery
 
 from .conftest import DIM, EMBEDDER, Backend, point, vec
 
@@ -190,6 +191,27 @@ def test_search_returns_only_the_asked_fields(store: Store, rng: np.random.Gener
     assert hit.id == p.id
     assert hit.payload == {"response": {"content": "yes"}}
     assert "messages" in store.search(v, namespace="ns")[0].payload  # None still means every field
+
+
+def test_search_batch_answers_each_query_as_search_would_in_order(store: Store, rng: np.random.Generator) -> None:
+    v, w = vec(rng), vec(rng)
+    a, b = point(v, namespace="a", fingerprint="f1"), point(w, namespace="b", fingerprint="f2", indexed=True)
+    store.upsert([a, b, point(v, namespace="a", fingerprint="f2")])
+    queries = [
+        SearchQuery(np.asarray(w, dtype=np.float32), "b", indexed=True),
+        SearchQuery(v, "a", fingerprint="f1"),
+        SearchQuery(v, "b", indexed=False),  # b's only point is trained: nothing
+        SearchQuery(w, "c"),
+    ]
+    found = store.search_batch(queries, limit=5, fields=("count",))
+    assert [[h.id for h in hits] for hits in found] == [[b.id], [a.id], [], []]
+    assert found[1][0].payload == {} and found[0][0].score == pytest.approx(1.0, abs=1e-5)
+    for query, hits in zip(queries, found, strict=True):
+        alone = store.search(
+            query.vector, namespace=query.namespace, fingerprint=query.fingerprint, indexed=query.indexed, limit=5
+        )
+        assert [h.id for h in hits] == [h.id for h in alone]
+    assert store.search_batch([]) == []
 
 
 def test_search_takes_a_numpy_float32_vector(store: Store, rng: np.random.Generator) -> None:
