@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -40,6 +41,8 @@ from distillkit.store._payload import INDEXED_MIRROR, INTEGER_FIELDS, KEYWORD_FI
 __all__ = ["Engine", "EngineKind", "InlineEngine", "ProcessEngine", "Shard", "open_engine"]
 
 EngineKind = Literal["process", "inline"]
+
+logger = logging.getLogger("distillkit")
 
 #: A found point as the engine returns it: id, score, payload (public fields).
 Found = tuple[str, float, dict[str, Any]]
@@ -346,9 +349,20 @@ class ProcessEngine(Engine):
     def _busy(self, op: str) -> StoreBusyError:
         return StoreBusyError(f"The store's engine is building its index; the {op} was not answered in time.")
 
+    #: Seconds :meth:`close` waits for a running index build before it interrupts it.
+    CLOSE_WAIT = 5.0
+
     def close(self) -> None:
+        """Flush and close the shard; an index build still running after :attr:`CLOSE_WAIT` is cut short.
+
+        Cutting it loses nothing: every upsert is in the write-ahead log already, and the build runs
+        again after the next open. Waiting for it could hold a process's exit for a minute.
+        """
         try:
-            self.call("close")
+            self.call("close", timeout=self.CLOSE_WAIT)
+        except StoreBusyError:
+            logger.info("distillkit: the store closed during an index build; the build runs again on next open")
+            self._process.kill()
         finally:
             self._stop()
 

@@ -134,3 +134,18 @@ def test_an_upsert_past_optimize_every_starts_a_build_that_lookups_do_not_wait_o
         finally:
             os.kill(pid, signal.SIGCONT)
         assert store.search(stored[0].vector, namespace="ns", limit=1)[0].id == stored[0].id
+
+
+def test_closing_during_a_long_build_interrupts_it_and_loses_nothing(tmp_path: Path, rng: np.random.Generator) -> None:
+    stored = [point(vec(rng)) for _ in range(30)]
+    store = EdgeStore(tmp_path / "store", EMBEDDER, optimize_every=None)
+    store.upsert(stored)
+    pid = store.engine_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a build that would outlast the close's patience
+    store.optimize(wait=False)
+    store.close()  # returns after CLOSE_WAIT instead of waiting the build out
+    assert _gone(pid)
+    with EdgeStore(tmp_path / "store", EMBEDDER) as again:
+        assert again.count() == 30
+        assert again.search(stored[7].vector, namespace="ns", limit=1)[0].id == stored[7].id
