@@ -84,6 +84,10 @@ class EdgeStore:
         >>> store.search(vec, namespace="support", indexed=True, limit=1)  # doctest: +SKIP
     """
 
+    #: Points per engine call of an upsert (a quarter of that per call of a batch search): a
+    #: routing lookup waits for at most one such call in flight (a few ms) before its turn.
+    CHUNK = 32
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -186,7 +190,8 @@ class EdgeStore:
         rows = [(p.id, check_vector(p.vector, dim), stored_payload(p.payload, whole=True)) for p in points]
         with self._lock, translate_errors("upsert points"):
             engine = self._require_engine()
-            unindexed = engine.call("upsert", rows)
+            for start in range(0, len(rows), self.CHUNK):
+                unindexed = engine.call("upsert", rows[start : start + self.CHUNK])
             if self.optimize_every is not None and unindexed >= self.optimize_every:
                 engine.start_optimize()
 
@@ -237,8 +242,12 @@ class EdgeStore:
             return []
         dim = self.embedder.dim
         rows = [(check_vector(q.vector, dim), q.namespace, q.fingerprint, q.indexed) for q in queries]
+        wanted = None if fields is None else list(fields)
+        found: list[Any] = []
         with translate_errors("search"):
-            found = self._require_engine().call("search_batch", rows, limit, None if fields is None else list(fields))
+            engine = self._require_engine()
+            for start in range(0, len(rows), self.CHUNK // 4):
+                found.extend(engine.call("search_batch", rows[start : start + self.CHUNK // 4], limit, wanted))
         return [[Hit(*row) for row in hits] for hits in found]
 
     def set_payload(self, ids: Sequence[str], values: Mapping[str, Any]) -> None:
