@@ -79,6 +79,24 @@ def fill(
         store.upsert(points)
 
 
+def paraphrase_like(real: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``real``'s first ``n`` rows, topped up with real rows moved to cosine 0.85-0.90 of themselves.
+
+    (Uniformly random unit vectors, used before, form no neighbourhoods: a graph built mostly of
+    them never reaches the real cluster, and recall@5 fell to 0.5-0.75.)
+    """
+    if n <= len(real):
+        return real[:n]
+    m = n - len(real)
+    base = real[rng.integers(0, len(real), m)]
+    noise = rng.standard_normal((m, real.shape[1])).astype(np.float32)
+    noise -= (noise * base).sum(1, keepdims=True) * base  # orthogonal to its source
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    cosine = rng.uniform(0.85, 0.90, m).astype(np.float32)
+    extra = base + np.sqrt(1 / cosine**2 - 1)[:, None] * noise
+    return np.vstack([real, extra / np.linalg.norm(extra, axis=1, keepdims=True)])
+
+
 def percentiles(values: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(values, n=100)
     return statistics.median(values), q[98]
@@ -203,21 +221,7 @@ def main() -> None:
     task = fingerprint(kwargs_for("x"))
 
     def vectors(n: int) -> np.ndarray:
-        """The real vectors, then paraphrase-like ones: a real vector moved to cosine 0.85-0.90 of it.
-
-        (Uniformly random unit vectors, used before, form no neighbourhoods: a graph built mostly
-        of them never reaches the real cluster, and recall@5 fell to 0.5-0.75.)
-        """
-        if n <= len(real):
-            return real[:n]
-        m = n - len(real)
-        base = real[rng.integers(0, len(real), m)]
-        noise = rng.standard_normal((m, embedder.dim)).astype(np.float32)
-        noise -= (noise * base).sum(1, keepdims=True) * base  # orthogonal to its source
-        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-        cosine = rng.uniform(0.85, 0.90, m).astype(np.float32)
-        extra = base + np.sqrt(1 / cosine**2 - 1)[:, None] * noise
-        return np.vstack([real, extra / np.linalg.norm(extra, axis=1, keepdims=True)])
+        return paraphrase_like(real, n, rng)
 
     backends: list[tuple[str, list[int], Callable[[str], Store]]] = [
         ("edge (default)", args.sizes, lambda folder: EdgeStore(folder, info)),
