@@ -118,17 +118,9 @@ class Shard:
         self._shard.update(qe.UpdateOperation.upsert_points(points))
         return self.unindexed()
 
-    def search(
-        self,
-        vector: list[float],
-        namespace: str,
-        fingerprint: str | None,
-        indexed: bool | None,
-        limit: int,
-        fields: list[str] | None,
-    ) -> list[Found]:
-        query = _query(vector, namespace, fingerprint, indexed, limit, fields)
-        return _found(self._shard.query(query))
+    def search(self, *query: Any) -> list[Found]:
+        """The nearest points: ``query`` is (vector, namespace, fingerprint, indexed, limit, fields)."""
+        return _found(self._shard.query(_query(*query)))
 
     def search_batch(
         self,
