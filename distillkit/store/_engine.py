@@ -158,8 +158,14 @@ class Shard:
         return int(info.points_count - info.indexed_vectors_count)
 
     def optimize(self) -> bool:
-        """Build the HNSW index for points not yet indexed (merging segments as configured)."""
-        return bool(self._shard.optimize())
+        """Build the HNSW index for points not yet indexed (merging segments as configured).
+
+        Then flush: the engine deletes the segments a build replaced only on a flush, and without
+        it a million points took 20 GB of disk.
+        """
+        built = bool(self._shard.optimize())
+        self._shard.flush()
+        return built
 
     def close(self) -> None:
         """Flush and close; the shard's folder lock is released."""

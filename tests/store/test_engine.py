@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from distillkit.errors import StoreBusyError, StoreError
-from distillkit.store import EdgeStore
+from distillkit.store import EdgeStore, EmbedderInfo
 
 from .conftest import EMBEDDER, point, vec
 from .test_edge import _run
@@ -149,3 +149,15 @@ def test_closing_during_a_long_build_interrupts_it_and_loses_nothing(tmp_path: P
     with EdgeStore(tmp_path / "store", EMBEDDER) as again:
         assert again.count() == 30
         assert again.search(stored[7].vector, namespace="ns", limit=1)[0].id == stored[7].id
+
+
+def test_index_builds_leave_no_replaced_segments_behind(tmp_path: Path, rng: np.random.Generator) -> None:
+    wide = EmbedderInfo("test-embedder-64", 64)  # enough data for the engine to merge segments
+    with EdgeStore(tmp_path / "store", wide, optimize_every=None) as store:
+        segments = tmp_path / "store" / "distillkit" / "shard" / "segments"
+        for _ in range(2):
+            store.upsert([point(rng.standard_normal(64).tolist()) for _ in range(20_000)])
+            store.optimize()
+        # One segment (and one for new points): each build's replaced segments are gone.
+        assert len(list(segments.iterdir())) <= 2
+        assert store.count() == 40_000
