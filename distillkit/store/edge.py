@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.errors import StoreError, StoreLockedError
-from distillkit.store._engine import Engine, EngineKind, WalLockedError, open_engine
+from distillkit.store._engine import Engine, EngineKind, open_engine
 from distillkit.store._files import (
     check_manifest,
     folder_identity,
@@ -41,6 +41,7 @@ from distillkit.store._files import (
     write_manifest,
 )
 from distillkit.store._payload import check_vector, stored_payload, translate_errors
+from distillkit.store._shard import WalLockedError
 from distillkit.store.base import EmbedderInfo, Hit, Point, SearchQuery, Vector
 from distillkit.store.companion import CompanionRecords
 
