@@ -238,7 +238,7 @@ class EdgeStore:
     def search_batch(
         self, queries: Sequence[SearchQuery], *, limit: int = 1, fields: Sequence[str] | None = None
     ) -> list[list[Hit]]:
-        """:meth:`search` for each query, in one call to the engine (one planned batch); in order."""
+        """:meth:`search` for each query, in order: a planned batch per engine call of ``CHUNK // 4``."""
         if not queries:
             return []
         dim = self.embedder.dim
