@@ -127,14 +127,14 @@ def main() -> None:
     print(f"\n{args.points:,} points, MiniLM 384-d, 10% untrained; lookups in 'support' (300 queries)")
     print(
         f"{'namespaces':>10}{'fill s':>8}{'build s':>8}{'disk MB':>9}{'RSS MB':>8}{'open s':>8}"
-        f"{'top5 p50':>10}{'p99':>7}{'veto p50':>10}{'p99':>7}{'worst ms':>9}{'busy':>7}"
+        f"{'top5 p50':>10}{'p99':>7}{'veto p50':>10}{'p99':>7}{'worst ms':>9}  busy"
     )
     for r in rows:
         print(
             f"{r['namespaces']:>10}{r['fill_s']:>8.0f}{r['last_build_s']:>8.1f}{r['disk_mb']:>9.0f}"
             f"{r['engine_rss_mb']:>8.0f}{r['open_s']:>8.2f}{r['trained'][0] * 1e3:>10.3f}{r['trained'][1] * 1e3:>7.2f}"
             f"{r['veto'][0] * 1e3:>10.3f}{r['veto'][1] * 1e3:>7.2f}{r['probe_worst_ms']:>9.0f}"
-            f"{r['probe_busy']:>4}/{r['probes']}"
+            f"  {r['probe_busy']}/{r['probes']}"
         )
     print(
         f"\nreproduce: python benchmarks/bench_million.py --points {args.points} "
