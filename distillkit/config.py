@@ -45,6 +45,7 @@ RoutingRule = Literal["top1", "agreement"]
 #: Cross-checks accepted by ``DISTILLKIT_CROSS_CHECK`` (``off`` is None; see :mod:`distillkit.routing.router`).
 CROSS_CHECKS = ("nearest", "neighbours", None)
 CrossCheck = Literal["nearest", "neighbours"]
+#: Where the embedded store's engine runs (``DISTILLKIT_EDGE_ENGINE``; see :mod:`distillkit.store._engine`).
 EDGE_ENGINES = ("process", "inline")
 EdgeEngine = Literal["process", "inline"]
 

@@ -30,14 +30,14 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from distillkit.config import EdgeEngine
 from distillkit.errors import StoreBusyError, StoreError
 from distillkit.store._shard import Shard, WalLockedError
 
-__all__ = ["Engine", "EngineKind", "InlineEngine", "ProcessEngine", "open_engine"]
+__all__ = ["Engine", "InlineEngine", "ProcessEngine", "open_engine"]
 
-EngineKind = Literal["process", "inline"]
 
 logger = logging.getLogger("distillkit")
 
@@ -47,7 +47,7 @@ logger = logging.getLogger("distillkit")
 class Engine:
     """Runs :class:`Shard` calls by name; see :class:`InlineEngine` and :class:`ProcessEngine`."""
 
-    kind: EngineKind
+    kind: EdgeEngine
     #: The engine's own process id, where it has one.
     pid: int | None = None
 
@@ -82,7 +82,7 @@ class Engine:
 class InlineEngine(Engine):
     """The shard in this process: every call holds the GIL, index builds included."""
 
-    kind: EngineKind = "inline"
+    kind: EdgeEngine = "inline"
 
     def __init__(self, folder: str, dim: int) -> None:
         self._shard = Shard(folder, dim)
@@ -108,7 +108,7 @@ class ProcessEngine(Engine):
         open_timeout: seconds to wait for the child to load the shard (a big one takes seconds).
     """
 
-    kind: EngineKind = "process"
+    kind: EdgeEngine = "process"
 
     def __init__(self, folder: str, dim: int, *, open_timeout: float = 300.0) -> None:
         ours, theirs = socket.socketpair()
@@ -241,7 +241,7 @@ class ProcessEngine(Engine):
         return (self._conn, self._process)
 
 
-def open_engine(kind: EngineKind, folder: str, dim: int) -> Engine:
+def open_engine(kind: EdgeEngine, folder: str, dim: int) -> Engine:
     """The shard in ``folder``, run as ``kind`` says (``"process"`` where the platform can)."""
     if kind == "process" and os.name == "posix":
         return ProcessEngine(folder, dim)

@@ -31,8 +31,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from distillkit.config import EdgeEngine
 from distillkit.errors import StoreError, StoreLockedError
-from distillkit.store._engine import Engine, EngineKind, open_engine
+from distillkit.store._engine import Engine, open_engine
 from distillkit.store._files import (
     check_manifest,
     folder_identity,
@@ -96,7 +97,7 @@ class EdgeStore:
         *,
         collection: str = "distillkit",
         optimize_every: int | None = 20_000,
-        engine: EngineKind = "process",
+        engine: EdgeEngine = "process",
     ) -> None:
         if not collection or "/" in collection or collection.startswith("."):
             raise ValueError(f"invalid collection name: {collection!r}")
@@ -149,7 +150,7 @@ class EdgeStore:
             with contextlib.suppress(OSError):
                 os.close(fd)  # closing the last descriptor of the lock releases it
 
-    def _open_engine(self, kind: EngineKind) -> Engine:
+    def _open_engine(self, kind: EdgeEngine) -> Engine:
         try:
             return open_engine(kind, str(self._dir / "shard"), self.embedder.dim)
         except WalLockedError as exc:
