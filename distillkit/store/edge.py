@@ -178,6 +178,11 @@ class EdgeStore:
         return self._require_engine().kind
 
     @property
+    def indexing(self) -> bool:
+        """True while an index build this store started may still run (until its end is read)."""
+        return self._require_engine().building
+
+    @property
     def engine_pid(self) -> int | None:
         """The process id of the engine's child process (None when it runs inline)."""
         return self._require_engine().pid
