@@ -13,7 +13,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from distillkit.store._payload import INDEXED_MIRROR, INTEGER_FIELDS, KEYWORD_FIELDS, public_payload
+from distillkit.store._payload import INDEXED_MIRROR, INTEGER_FIELDS, KEYWORD_FIELDS, plain_vector, public_payload
 
 __all__ = ["Found", "Shard", "WalLockedError"]
 
@@ -109,7 +109,9 @@ class Shard:
 
     def retrieve(self, ids: list[str], with_vectors: bool) -> list[tuple[str, dict[str, Any], list[float] | None]]:
         records = self._shard.retrieve([str(uuid.UUID(i)) for i in ids], True, with_vectors)
-        return [(str(r.id), public_payload(r.payload), _vector(r.vector) if with_vectors else None) for r in records]
+        return [
+            (str(r.id), public_payload(r.payload), plain_vector(r.vector) if with_vectors else None) for r in records
+        ]
 
     def scroll(
         self, namespace: str | None, indexed: bool | None, offset: Any, limit: int
@@ -169,11 +171,6 @@ def _query(
 
 def _found(scored: Any) -> list[Found]:
     return [(str(p.id), float(p.score), public_payload(p.payload)) for p in scored]
-
-
-def _vector(raw: Any) -> list[float] | None:
-    """The collection's one unnamed dense vector, as floats (None if the point has none)."""
-    return [float(x) for x in raw] if isinstance(raw, list) and raw else None
 
 
 def _filter(
