@@ -227,7 +227,7 @@ class CaptureSink:
                 continue
             payload = interaction.payload()
             payload["count"] = seen
-            new_points.append(Point(str(uuid.uuid4()), payload, vector.tolist()))
+            new_points.append(Point(str(uuid.uuid4()), payload, vector))  # the store converts it once, in C
             stored.append(interaction)
         for point_id, count in counts.items():
             store.set_payload([point_id], {"count": count})
