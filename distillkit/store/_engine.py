@@ -177,6 +177,8 @@ class ProcessEngine(Engine):
                 answered, ok, value = self._conn.recv()
                 if answered == self._optimizing:
                     self._optimizing = None
+                    if not ok:  # nobody waits for a build: say it failed (the next one tries again)
+                        logger.warning("distillkit: the store's index build failed: %s: %s", *value)
                 if answered == seq:
                     if ok:
                         return value
