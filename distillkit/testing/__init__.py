@@ -6,6 +6,7 @@ client is asked for (:meth:`Simulator.client`, :meth:`Simulator.async_client`).
 
 from __future__ import annotations
 
+from distillkit.testing import extraction
 from distillkit.testing.simulator import (
     BASE_MODELS,
     AnswerFn,
@@ -24,4 +25,5 @@ __all__ = [
     "Reply",
     "Simulator",
     "default_answer",
+    "extraction",
 ]
