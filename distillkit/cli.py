@@ -114,6 +114,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                     f"; held-out agreement {evaluation.get('agreement', 0):.3f} on {evaluation.get('n')}"
                     f" (floor {evaluation.get('floor')}): {evaluation.get('verdict')}"
                 )
+                fields = evaluation.get("fields") or {}
+                if fields:
+                    line += "; fields " + ", ".join(f"{p} {a}/{n}" for p, (a, n) in sorted(fields.items()))
             elif entry.get("error"):
                 line += f": {entry.get('error')}"
             out.write(line + "\n")
@@ -128,6 +131,12 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             out.write(
                 f"  error budget {budget['max_error']}: {budget['status']}, threshold {shown},"
                 f" {budget['labels']} labels ({budget['reason']})\n"
+            )
+            for guard in budget.get("guards") or []:
+                out.write(f"  guard: {guard}\n")
+        if row.get("unsure"):
+            out.write(
+                f"  confidence: {row['unsure']} student answers below the certified confidence went to the teacher\n"
             )
     return 0
 

@@ -128,6 +128,10 @@ class DistillConfig:
     #: ``off``: free-text held-out answers agree by similarity. ``teacher``: the teacher model is
     #: asked whether the candidate's answer says the same as its own (one call per such point).
     judge: Judge = "off"
+    #: JSON field paths compared as they are (no number, date or whitespace normalisation) by the
+    #: promotion gate, shadow checks and exploration: ``order_id`` (every namespace) or
+    #: ``extract:order_id`` (one namespace); see :mod:`distillkit.routing.agreement`.
+    exact_fields: tuple[str, ...] = ()
     #: The error budget (:mod:`distillkit.budget`): the share of routed answers that may disagree
     #: with the teacher, at 0.95 confidence, once enough labels were measured; until then the
     #: configured rule and threshold decide. Per namespace: ``Distiller.budget.set_max_error``.

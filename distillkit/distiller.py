@@ -137,6 +137,7 @@ class Distiller:
             floor=shadow_floor,
             min_samples=shadow_min_samples,
             budget=self.budget,
+            exact_fields=config.exact_fields,
         )
         self.router = Router(
             lambda: self.store,

@@ -50,6 +50,7 @@ class ENV:
     MAX_ERROR = "DISTILLKIT_MAX_ERROR"
     EXPLORE_RATE = "DISTILLKIT_EXPLORE_RATE"
     JUDGE = "DISTILLKIT_JUDGE"
+    EXACT_FIELDS = "DISTILLKIT_EXACT_FIELDS"
     LORA_DIR = "DISTILLKIT_LORA_DIR"
     EDGE_ENGINE = "DISTILLKIT_EDGE_ENGINE"
     LOOKUP_TIMEOUT = "DISTILLKIT_LOOKUP_TIMEOUT"
@@ -146,6 +147,8 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     if environ.get(ENV.CROSS_CHECK):
         check = environ[ENV.CROSS_CHECK].strip().lower()
         values["cross_check"] = None if check == "off" else check
+    if environ.get(ENV.EXACT_FIELDS):
+        values["exact_fields"] = tuple(f.strip() for f in environ[ENV.EXACT_FIELDS].split(",") if f.strip())
     for name, variable in (("route", ENV.ROUTE), ("capture", ENV.CAPTURE)):
         if environ.get(variable):
             values[name] = _boolean(environ[variable], variable)

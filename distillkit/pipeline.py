@@ -14,11 +14,13 @@ import copy
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from distillkit._context import internal_call
 from distillkit.capture.sink import Captured
+from distillkit.routing.agreement import is_json
+from distillkit.routing.confidence import StudentAnswer, confidence, strip_logprobs
 from distillkit.routing.request import Request, RouteInfo, attach
 from distillkit.serving import LLMProvider, SameClientProvider
 from distillkit.streams import AsyncStreamProxy, StreamAssembler, StreamProxy, response_message
@@ -71,6 +73,8 @@ class Pipeline:
         self._stats = stats
         self._events = events
         self._clients: dict[bool, weakref.ref[Any]] = {}
+        #: Ask the student for its tokens' log-probabilities (off once its server refused them).
+        self._logprobs = True
 
     def last_client(self, *, asynchronous: bool = False) -> Any:
         """The most recent caller client (sync or async) seen here, if it still exists.
@@ -96,11 +100,11 @@ class Pipeline:
         info = self.router.decide(request)
         if info.routed:
             try:
-                result = self.llm_provider.create(call.client, self._student_kwargs(request))
+                result = self._ask(call.client, self._student_kwargs(request))
             except Exception as exc:
                 self._student_failed(request, exc)
             else:
-                if self._cross_checked(request, result):
+                if self._checked(request, result):
                     return self._routed(request, result, create, asynchronous=False)
         result = create(**request.kwargs)
         delivered = self._deliver(request, result, student=False)
@@ -121,11 +125,11 @@ class Pipeline:
             info = self.router.decide(request)
         if info.routed:
             try:
-                result = await self.llm_provider.acreate(call.client, self._student_kwargs(request))
+                result = await self._aask(call.client, self._student_kwargs(request))
             except Exception as exc:
                 self._student_failed(request, exc)
             else:
-                if self._cross_checked(request, result):
+                if self._checked(request, result):
                     return self._routed(request, result, create, asynchronous=True)
         result = await create(**request.kwargs)
         delivered = self._deliver(request, result, student=False)
@@ -149,9 +153,52 @@ class Pipeline:
             raw=raw,
         )
 
+    def student_answer(self, client: Any, kwargs: dict[str, Any]) -> StudentAnswer:
+        """Ask the student (``kwargs["model"]``) as a routed request would, with its confidence:
+        the promotion gate's and exploration's way in."""
+        if self._logprobs and kwargs.get("stream") is not True:
+            kwargs = {**kwargs, "logprobs": True, "top_logprobs": 0}
+        return _answer(self._ask(client, kwargs), kwargs)
+
+    async def astudent_answer(self, client: Any, kwargs: dict[str, Any]) -> StudentAnswer:
+        """:meth:`student_answer` for async clients."""
+        if self._logprobs and kwargs.get("stream") is not True:
+            kwargs = {**kwargs, "logprobs": True, "top_logprobs": 0}
+        return _answer(await self._aask(client, kwargs), kwargs)
+
+    def _ask(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        """The student's answer; without token log-probabilities from a server that refuses them."""
+        try:
+            return self.llm_provider.create(client, kwargs)
+        except Exception as exc:
+            if not self._refused_logprobs(kwargs, exc):
+                raise
+            return self.llm_provider.create(client, _without_logprobs(kwargs))
+
+    async def _aask(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        try:
+            return await self.llm_provider.acreate(client, kwargs)
+        except Exception as exc:
+            if not self._refused_logprobs(kwargs, exc):
+                raise
+            return await self.llm_provider.acreate(client, _without_logprobs(kwargs))
+
+    def _refused_logprobs(self, kwargs: dict[str, Any], exc: Exception) -> bool:
+        """True (and never asked again) when the student's server turned down the log-probabilities
+        distillkit asked for: then similarity decides without the student's confidence."""
+        if "logprobs" not in kwargs or getattr(exc, "status_code", None) != 400:
+            return False
+        logger.warning("distillkit: the student's server refused logprobs (%s); asking without them", describe(exc))
+        self._logprobs = False
+        return True
+
     def _student_kwargs(self, request: Request, model: str | None = None) -> dict[str, Any]:
         assert request.info is not None and request.info.model is not None
         kwargs = {**request.kwargs, "model": model or request.info.model}
+        if self._logprobs and not request.stream and request.raw is None:
+            # The student's own confidence (its sampled tokens' log-probabilities): removed from the
+            # answer before the caller sees it (:meth:`_checked`).
+            kwargs.update(logprobs=True, top_logprobs=0)
         headers = kwargs.get("extra_headers")
         if isinstance(headers, dict) and not isinstance(self.llm_provider, SameClientProvider):
             # The caller's credentials are for its own API: another server (and its own key) serves
@@ -175,33 +222,36 @@ class Pipeline:
             request.info.fingerprint,
         )
 
-    def _cross_checked(self, request: Request, result: Any) -> bool:
-        """Whether the student's answer may be delivered: True, or False after the cross-check failed.
+    def _checked(self, request: Request, result: Any) -> bool:
+        """Whether the student's answer may be delivered: True, or False once the teacher must answer.
 
-        Where the router asked for it (answers repeat: :attr:`Signals.expected`), the student's
-        answer must be one its nearest trained neighbours got from the teacher; if not, the teacher
-        answers instead (the student's tokens are still counted). A streamed answer is delivered
-        as it comes, unchecked.
+        The student's confidence is read from its tokens' log-probabilities (then removed from
+        the answer). Where the router asked for them, two checks apply: the cross-check (answers
+        repeat: :attr:`Signals.expected`; the answer must be one its nearest trained neighbours
+        got from the teacher) and the confidence the fitted acceptance needs
+        (:attr:`Signals.min_confidence`). The student's tokens are counted either way. A streamed
+        answer is delivered as it comes, unchecked (the router routes none that needs the
+        confidence check).
         """
         signals, info = request.signals, request.info
-        if signals is None or signals.expected is None or request.stream or info is None:
+        if signals is None or request.stream or info is None:
             return True
         completion = result.parse() if request.raw is not None else result  # parse() is cached
         message, _ = response_message(completion)
-        if signals.consistent(message):
-            return True
-        self._stats.add(request.namespace, cross_check_failures=1)
-        self._stats.add_usage(request.namespace, str(info.model), getattr(completion, "usage", None))
-        request.info = RouteInfo(
-            False,
-            request.namespace,
-            request.teacher_model,
-            "student answer differs from its neighbours'",
-            info.similarity,
-            info.neighbour_id,
-            info.fingerprint,
-            info.agreeing,
+        signals = request.signals = replace(
+            signals, confidence=confidence(completion, json_values=is_json(request.kwargs))
         )
+        strip_logprobs(completion)
+        if not signals.consistent(message):
+            self._stats.add(request.namespace, cross_check_failures=1)
+            why = "student answer differs from its neighbours'"
+        elif not signals.sure():
+            self._stats.add(request.namespace, unsure=1)
+            why = "student unsure of its answer"
+        else:
+            return True
+        self._stats.add_usage(request.namespace, str(info.model), getattr(completion, "usage", None))
+        request.info = replace(info, routed=False, model=request.teacher_model, reason=why)
         return False
 
     def _routed(self, request: Request, result: Any, create: Callable[..., Any], *, asynchronous: bool) -> Any:
@@ -220,17 +270,17 @@ class Pipeline:
             return
         teacher, _ = response_message(result)
         kwargs = _snapshot(self._student_kwargs(request, request.student_model))
-        provider, signals = self.llm_provider, request.signals
+        signals = request.signals
         if asynchronous:
 
-            async def astudent() -> dict[str, Any] | None:
-                return response_message(await provider.acreate(client, kwargs))[0]
+            async def astudent() -> StudentAnswer:
+                return await self.astudent_answer(client, kwargs)
 
             self.shadows.astart_student(request.namespace, kwargs, teacher, astudent, signals)
             return
 
-        def student() -> dict[str, Any] | None:
-            return response_message(provider.create(client, kwargs))[0]
+        def student() -> StudentAnswer:
+            return self.student_answer(client, kwargs)
 
         self.shadows.start_student(request.namespace, kwargs, teacher, student, signals)
 
@@ -315,6 +365,15 @@ def _snapshot(kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(messages, list):
         return {**kwargs, "messages": copy.deepcopy(messages)}
     return dict(kwargs)
+
+
+def _without_logprobs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in ("logprobs", "top_logprobs")}
+
+
+def _answer(completion: Any, kwargs: dict[str, Any]) -> StudentAnswer:
+    """The student's message and confidence, read from its completion."""
+    return StudentAnswer(response_message(completion)[0], confidence(completion, json_values=is_json(kwargs)))
 
 
 def describe(exc: BaseException) -> str:

@@ -56,6 +56,9 @@ class NamespaceStats:
     distilled_failures: int = 0
     #: Routed requests whose student answer failed the cross-check (the teacher answered them).
     cross_check_failures: int = 0
+    #: Routed requests whose student answer was less confident than the fitted acceptance asks
+    #: (the teacher answered them).
+    unsure: int = 0
     captured: int = 0
     dropped: int = 0
     deduplicated: int = 0

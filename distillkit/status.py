@@ -70,10 +70,26 @@ def status_report(
             "shadow": shadows.get(ns, {}),
             "demoted": demotions.get(ns),
             "rounds": rounds.get(ns, [])[-rounds_shown:],
-            "budget": _budget_summary(budget.acceptance(ns) if budget is not None else None),
+            "budget": _budget_summary(budget.acceptance(ns) if budget is not None else None, rounds.get(ns, [])),
             **counters.as_dict(),
         }
     return report
+
+
+#: What ``status()`` shows of a round's evaluation.
+_EVALUATION_SHOWN = (
+    "agreement",
+    "n",
+    "floor",
+    "verdict",
+    "scope",
+    "held_out",
+    "failed",
+    "bounds",
+    "fields",
+    "reason",
+    "repeating",
+)
 
 
 def _round_summary(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -85,17 +101,13 @@ def _round_summary(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         "model": entry.get("model") or entry.get("candidate"),
         "finished_at": entry.get("finished_at"),
         "held_out": entry.get("held_out", 0),
-        "evaluation": (
-            {k: evaluation.get(k) for k in ("agreement", "n", "floor", "verdict", "scope", "held_out", "failed")}
-            if isinstance(evaluation, dict)
-            else None
-        ),
+        "evaluation": ({k: evaluation.get(k) for k in _EVALUATION_SHOWN} if isinstance(evaluation, dict) else None),
         "error": entry.get("error"),
     }
 
 
-def _budget_summary(acceptance: Acceptance | None) -> dict[str, Any] | None:
-    """The error budget's fit as ``status()`` shows it."""
+def _budget_summary(acceptance: Acceptance | None, rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The error budget's fit as ``status()`` shows it (``rounds``: the namespace's ended rounds)."""
     if acceptance is None:
         return None
     return {
@@ -108,4 +120,42 @@ def _budget_summary(acceptance: Acceptance | None) -> dict[str, Any] | None:
         "bound": acceptance.bound,
         "blocked_classes": len(acceptance.blocked),
         "reason": acceptance.reason,
+        "signal": acceptance.signal,
+        "min_confidence": acceptance.min_confidence,
+        "novelty": acceptance.novelty,
+        "guards": guards(acceptance, _repeating(rounds)),
     }
+
+
+def _repeating(rounds: list[dict[str, Any]]) -> bool | None:
+    """Whether the latest evaluated round's held-out teacher answers repeated (None: no such round)."""
+    for entry in reversed(rounds):
+        evaluation = entry.get("evaluation") or {}
+        if evaluation.get("repeating") is not None:
+            return bool(evaluation["repeating"])
+    return None
+
+
+def guards(acceptance: Acceptance, repeating: bool | None) -> list[str]:
+    """Which guards decide the namespace's routes, in words (``distillkit status`` prints them).
+
+    ``repeating``: whether the namespace's teacher answers repeat (None: not measured yet).
+    """
+    out = []
+    if acceptance.status == "fitted":
+        if acceptance.signal != "confidence" and acceptance.threshold is not None:
+            out.append(f"similarity >= {acceptance.threshold:.3f} certified")
+        if acceptance.signal != "similarity" and acceptance.min_confidence is not None:
+            out.append(f"student confidence >= {acceptance.min_confidence:.3f} certified")
+    elif acceptance.status == "fallback":
+        out.append("not certified yet: the configured threshold decides; every refused request is explored")
+    else:
+        out.append("closed: nothing routes until new labels show otherwise")
+    novelty = acceptance.novelty
+    if novelty:
+        out.append(f"never-seen traffic deferred (mean distance to {novelty['k']} nearest > {novelty['radius']:.3f})")
+    if repeating:
+        out.append("answers repeat: the cross-check compares the student's with its neighbours'")
+    elif repeating is not None:
+        out.append("answers never repeat here: cross-check inactive, confidence and the gate decide")
+    return out

@@ -42,21 +42,25 @@ until new labels (from the next model's gate, or exploration) show otherwise.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from distillkit.errors import ConfigError
 from distillkit.routing.labels import Label
 
-__all__ = ["CONFIDENCE", "Acceptance", "check_rate", "fit", "min_labels", "upper_bound"]
+__all__ = ["CONFIDENCE", "Acceptance", "Signal", "check_rate", "fit", "labels_needed", "min_labels", "upper_bound"]
 
 #: One-sided confidence of the bound on the disagreement rate.
 CONFIDENCE = 0.95
 
 Status = Literal["fitted", "closed", "fallback"]
+#: What the fitted acceptance routes on: the nearest trained neighbour's similarity, the student's
+#: own confidence (:mod:`distillkit.routing.confidence`), or either of them.
+Signal = Literal["similarity", "confidence", "either"]
 
 
 def check_rate(name: str, value: float, *, low_open: bool = True) -> None:
@@ -126,6 +130,10 @@ class Acceptance:
         blocked: answer classes whose latest label is a disagreement, without enough labels of
             their own for a threshold.
         reason: how it was fitted, in words.
+        signal: what it routes on (``similarity``, ``confidence`` or ``either``).
+        min_confidence: with ``confidence`` / ``either``, the student's confidence an answer needs.
+        novelty: the out-of-distribution radius (:mod:`distillkit.routing.novelty`) fitted on the
+            trained points, as a record; None where none was fitted.
     """
 
     status: Status
@@ -140,9 +148,21 @@ class Acceptance:
     classes: dict[str, float | None] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
     fitted_at: float = field(default_factory=time.time)
+    signal: Signal = "similarity"
+    min_confidence: float | None = None
+    novelty: dict[str, Any] | None = None
+
+    @property
+    def certified(self) -> bool:
+        """Whether the labels certify routing anything (a fitted threshold or confidence)."""
+        return self.status == "fitted"
 
     def decide(self, similarity: float, klass: str | None) -> tuple[bool | None, str]:
-        """``(route?, why)``; ``None`` means "not fitted: use the configured rule"."""
+        """``(route?, why)``; ``None`` means "not fitted: use the configured rule".
+
+        A route may be conditional: :meth:`min_confidence_for` says which confidence the student's
+        answer must then reach to be delivered.
+        """
         if klass is not None and klass in self.classes:
             local = self.classes[klass]
             if local is None:
@@ -152,9 +172,23 @@ class Acceptance:
             return False, "answer class last answered wrong"
         if self.status == "fallback":
             return None, self.reason
-        if self.status == "closed" or self.threshold is None:
+        if self.status == "closed":
             return False, "over the error budget"
-        return (True, "within the error budget") if similarity >= self.threshold else (False, "below fitted threshold")
+        if self.min_confidence_for(similarity, klass) is not None:
+            return True, "within the error budget if the student is sure"
+        if self.threshold is not None and similarity >= self.threshold:
+            return True, "within the error budget"
+        return False, "below fitted threshold"
+
+    def min_confidence_for(self, similarity: float, klass: str | None = None) -> float | None:
+        """The confidence the student's answer must reach where :meth:`decide` routes on it, else None."""
+        if self.status != "fitted" or self.signal == "similarity" or self.min_confidence is None:
+            return None
+        if klass is not None and (klass in self.classes or klass in self.blocked):
+            return None
+        if self.signal == "either" and self.threshold is not None and similarity >= self.threshold:
+            return None
+        return self.min_confidence
 
     def as_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,12 +199,16 @@ class Acceptance:
         return cls(**{k: v for k, v in record.items() if k in known})
 
 
+#: A label as a fixed sequence sees it: its score on the signal tested, and whether it agreed.
+Scored = tuple[float, bool]
+
+
 def _walk(
-    ordered: Sequence[Label], start: int, stop: int, max_error: float, confidence: float
+    ordered: Sequence[Scored], start: int, stop: int, max_error: float, confidence: float
 ) -> tuple[float | None, int, int, float | None]:
-    """One fixed sequence: thresholds at the labels' similarities, from the one with ``start``
-    labels at or above it downwards, while the bound passes; thresholds with ``stop`` labels or more
-    are left to another sequence.
+    """One fixed sequence: thresholds at the labels' scores, from the one with ``start`` labels at
+    or above it downwards, while the bound passes; thresholds with ``stop`` labels or more are left
+    to another sequence.
 
     Returns ``(threshold, accepted, errors, bound)`` of the lowest passing threshold (all None/0
     when the first one tested fails).
@@ -179,10 +217,10 @@ def _walk(
     errors = 0
     i = 0
     while i < len(ordered):
-        # Labels with the same similarity go together: a threshold cannot split them.
-        similarity = ordered[i].similarity
-        while i < len(ordered) and ordered[i].similarity == similarity:
-            errors += not ordered[i].agreed
+        # Labels with the same score go together: a threshold cannot split them.
+        similarity = ordered[i][0]
+        while i < len(ordered) and ordered[i][0] == similarity:
+            errors += not ordered[i][1]
             i += 1
         if i < start:
             continue
@@ -213,7 +251,7 @@ def _plan(n: int, max_error: float, confidence: float) -> tuple[int, list[int], 
 
 
 def _threshold(
-    labels: Sequence[Label], max_error: float, confidence: float
+    labels: Sequence[Scored], max_error: float, confidence: float
 ) -> tuple[float | None, int, int, float | None, bool]:
     """The lowest threshold the labels certify, by fixed sequences from several starting points.
 
@@ -229,13 +267,63 @@ def _threshold(
     _, starts, each = _plan(len(labels), max_error, confidence)
     if not starts:
         return None, 0, 0, None, False
-    ordered = sorted(labels, key=lambda label: -label.similarity)
+    ordered = sorted(labels, key=lambda label: -label[0])
     best: tuple[float | None, int, int, float | None] = (None, 0, 0, None)
     for start in starts:
         found = _walk(ordered, start, len(ordered) + 1, max_error, each)
         if found[0] is not None and found[1] > best[1]:
             best = found
     return (*best, True)
+
+
+#: The confidence score of a label without one: below every real log-probability.
+_UNSURE = -1e9
+
+
+def _signals(pool: Sequence[Label]) -> list[Signal]:
+    """The signals a fit tries: confidence too where (nearly) every label carries it."""
+    with_confidence = sum(label.confidence is not None for label in pool)
+    if pool and with_confidence >= 0.9 * len(pool):
+        return ["similarity", "confidence", "either"]
+    return ["similarity"]
+
+
+def _cdf(values: Sequence[float]) -> Callable[[float], float]:
+    """The empirical distribution function of ``values`` (the share at or below a value)."""
+    ordered = sorted(values)
+    return lambda x: bisect.bisect_right(ordered, x) / len(ordered) if ordered else 0.0
+
+
+def _scored(
+    pool: Sequence[Label], signal: Signal
+) -> tuple[list[Scored], Callable[[float], tuple[float | None, float | None]]]:
+    """The labels scored on ``signal``, and what a threshold on that score means as
+    ``(similarity threshold, confidence threshold)``.
+
+    ``either`` scores a label by the larger of its similarity's and its confidence's rank among the
+    labels (their empirical distribution functions, which depend on the signals only, never on the
+    outcomes): a threshold on it accepts a high similarity *or* a high confidence.
+    """
+    sims = [label.similarity for label in pool]
+    confs = [label.confidence if label.confidence is not None else _UNSURE for label in pool]
+    if signal == "similarity":
+        return [(x, label.agreed) for x, label in zip(sims, pool, strict=True)], lambda t: (t, None)
+    if signal == "confidence":
+        return [(x, label.agreed) for x, label in zip(confs, pool, strict=True)], lambda t: (None, t)
+    rank_s, rank_c = _cdf(sims), _cdf([c for c in confs if c > _UNSURE])
+    scored = [(max(rank_s(a), rank_c(b)), label.agreed) for a, b, label in zip(sims, confs, pool, strict=True)]
+
+    def convert(t: float) -> tuple[float | None, float | None]:
+        at_s = [x for x in sims if rank_s(x) >= t]
+        at_c = [x for x in confs if x > _UNSURE and rank_c(x) >= t]
+        return (min(at_s) if at_s else math.inf), (min(at_c) if at_c else math.inf)
+
+    return scored, convert
+
+
+def labels_needed(max_error: float, confidence: float = CONFIDENCE, *, signals: int = 3) -> int:
+    """The fewest labels, all agreeing, with which a fit certifies a namespace (``signals`` tried)."""
+    return _plan(10**9, max_error, 1.0 - (1.0 - confidence) / signals)[0]
 
 
 def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFIDENCE) -> Acceptance:
@@ -249,32 +337,35 @@ def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFID
     classes: dict[str, float | None] = {}
     blocked: list[str] = []
 
-    # The namespace threshold is fitted on the labels of what it decides: not the classes with
+    # The namespace's acceptance is fitted on the labels of what it decides: not the classes with
     # their own threshold, nor the blocked ones. A class's latest label decides whether it is
     # blocked, so that label is left out for the classes kept: their other labels are then an
     # unbiased sample of how the student does there. A class seen once keeps its one label
-    # either way (answers that never repeat, like free text, are all such classes).
-    # Thresholds are fitted on traffic labels only (shadow checks, exploration): the promotion
-    # gate's held-out points come from the training data, whose neighbours are closer and more
-    # alike than traffic's; they block classes but certify no threshold.
-    def traffic(group: Sequence[Label]) -> list[Label]:
-        return [label for label in group if label.source != "gate"]
-
-    pool = traffic([label for label in labels if label.answer_class is None])
+    # either way (answers that never repeat, like extraction's, are all such classes).
+    pool = [label for label in labels if label.answer_class is None]
     for klass, own in sorted(by_class.items()):
-        if _plan(len(traffic(own)), max_error, confidence)[1]:
-            local, _, _, _, _ = _threshold(traffic(own), max_error, confidence)
+        if _plan(len(own), max_error, confidence)[1]:
+            local, _, _, _, _ = _threshold([(x.similarity, x.agreed) for x in own], max_error, confidence)
             classes[klass] = local
             continue
         if not own[-1].agreed:
             blocked.append(klass)
         if len(own) == 1:
-            pool.extend(traffic(own))
+            pool.extend(own)
         elif own[-1].agreed:
-            pool.extend(traffic(own[:-1]))
-    threshold, accepted, errors, bound, tested = _threshold(pool, max_error, confidence)
-    needed = _plan(len(pool), max_error, confidence)[0]
-    if not tested and _plan(len(traffic(labels)), max_error, confidence)[1]:
+            pool.extend(own[:-1])
+    # Each signal is tried at an equal share of the risk (Bonferroni); the one accepting most wins.
+    signals = _signals(pool)
+    each = 1.0 - (1.0 - confidence) / len(signals)
+    chosen: tuple[Signal, float | None, float | None, int, int, float | None] | None = None
+    for signal in signals:
+        scored, convert = _scored(pool, signal)
+        found, accepted, errors, bound, _ = _threshold(scored, max_error, each)
+        if found is not None and (chosen is None or accepted > chosen[3]):
+            chosen = (signal, *convert(found), accepted, errors, bound)
+    needed, starts, _ = _plan(len(pool), max_error, each)
+    tested = bool(starts)
+    if not tested and _plan(len(labels), max_error, each)[1]:
         # Enough labels, but not outside the blocked classes and those fitted on their own: falling
         # back to the configured rule here would route what the labels advise against.
         status: Status = "closed"
@@ -284,21 +375,24 @@ def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFID
         reason = f"{len(pool)} labels; {needed} needed to fit a {max_error:g} budget"
         if classes:
             reason = f"{len(classes)} answer classes fitted on their own; others: {reason}"
-    elif threshold is None:
+    elif chosen is None:
         status, reason = "closed", f"no threshold keeps the labels within the {max_error:g} budget"
     else:
         status = "fitted"
-        reason = f"lowest threshold whose {confidence:g} upper bound of disagreement <= {max_error:g}"
+        reason = f"{chosen[0]}: the lowest threshold whose {confidence:g} upper bound of disagreement <= {max_error:g}"
+    signal, threshold, min_confidence, accepted, errors, bound = chosen or ("similarity", None, None, 0, 0, None)
     return Acceptance(
         status,
         max_error=max_error,
         confidence=confidence,
         labels=len(labels),
         reason=reason,
-        threshold=threshold,
+        threshold=threshold if threshold is None or math.isfinite(threshold) else None,
         accepted=accepted,
         errors=errors,
         bound=round(bound, 4) if bound is not None else None,
         classes=classes,
         blocked=blocked,
+        signal=signal,
+        min_confidence=min_confidence if min_confidence is None or math.isfinite(min_confidence) else None,
     )

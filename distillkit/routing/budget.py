@@ -11,6 +11,8 @@ each namespace's labels (those of its active model: a new model starts from its 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from distillkit.routing.acceptance import CONFIDENCE, Acceptance, check_rate, fit, min_labels, upper_bound
 from distillkit.routing.labels import Label, Signals, answer_class, answer_key
+from distillkit.routing.novelty import fit_radius
 from distillkit.state import ACCEPTANCE_KIND, LABELS_KIND
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ __all__ = [
 
 #: Labels kept per namespace (the oldest go first).
 MAX_LABELS = 1000
+
+logger = logging.getLogger("distillkit")
 
 
 class ErrorBudget:
@@ -123,11 +128,21 @@ class ErrorBudget:
 
         Labels measure one student; a new model may answer better or worse, so the acceptance is
         fitted again from its own labels only (none: the configured rule decides until exploration
-        and shadow checks have measured it).
+        and shadow checks have measured it). The out-of-distribution radius
+        (:mod:`distillkit.routing.novelty`) is fitted again on the points the new model was trained on.
         """
         rows = [label.compact() for label in labels][-self.max_labels :]
+        store = self._store()
+        try:
+            novelty = fit_radius(store, namespace)
+        except Exception as exc:  # no deferral rather than no model: the rest still decides
+            logger.warning("distillkit: %s: could not fit the out-of-distribution radius (%s)", namespace, exc)
+            novelty = None
         with self._lock:
-            self._store().put_record(LABELS_KIND, namespace, {"labels": rows})
+            store.put_record(LABELS_KIND, namespace, {"labels": rows})
+            raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
+            raw["novelty"] = novelty.as_record() if novelty is not None else None
+            store.put_record(ACCEPTANCE_KIND, namespace, raw)
         return self.refit(namespace)
 
     def refit(self, namespace: str) -> Acceptance | None:
@@ -137,6 +152,8 @@ class ErrorBudget:
         with self._lock:
             store = self._store()
             raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
+            if fitted is not None:
+                fitted = dataclasses.replace(fitted, novelty=raw.get("novelty"))
             raw["fit"] = fitted.as_record() if fitted is not None else None
             store.put_record(ACCEPTANCE_KIND, namespace, raw)
             self._cache[namespace] = (time.monotonic(), fitted)

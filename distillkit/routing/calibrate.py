@@ -12,11 +12,13 @@ It measures whether a neighbour's teacher answer would have been right, which is
 bets on; it only means something where answers repeat (labels, JSON, tool calls), not for free
 text that never repeats word for word.
 
-Measured labels come first. When the error budget has at least ``min_support`` traffic labels for
-the active model (shadow checks and exploration: the student's own answers compared with the
-teacher's, :mod:`distillkit.routing.budget`), the curve is computed from them instead: each label
-is the similarity the router saw and whether the student answered as the teacher. That measures
-the student itself, for free text too, and needs no embedding. ``Calibration.source`` says which.
+Measured labels come first. When the error budget has at least ``min_support`` labels for the
+active model (the promotion gate's held-out points, shadow checks and exploration: the student's
+own answers compared with the teacher's, :mod:`distillkit.routing.budget`), the curve is computed
+from them instead: each label is the similarity the router saw and whether the student answered as
+the teacher. That measures the student itself, on every workload (free text and extraction, whose
+answers never repeat, too) and needs no embedding. ``Calibration.source`` says which; where neither
+can choose, ``reason`` says why in one line.
 """
 
 from __future__ import annotations
@@ -130,8 +132,8 @@ def calibrate(
         target_precision: the share of routed-like pairs whose answers must agree (0 < p ≤ 1).
         min_support: pairs needed at or above a threshold for it to be chosen.
         thresholds: candidates; default 0.50 to 0.99 by 0.01.
-        labels: the error budget's labels of the namespace; its traffic labels (not the promotion
-            gate's) are used instead of pairs when there are at least ``min_support`` of them.
+        labels: the error budget's labels of the namespace, used instead of pairs when there are at
+            least ``min_support`` of them.
     """
     if not 0.0 < target_precision <= 1.0:
         raise ConfigError(
@@ -139,7 +141,7 @@ def calibrate(
             variable="target_precision",
             fix="Use e.g. 0.95.",
         )
-    measured = [(label.similarity, label.agreed) for label in labels if label.source != "gate"]
+    measured = [(label.similarity, label.agreed) for label in labels]
     source = "labels" if len(measured) >= min_support else "pairs"
     if source == "labels":
         count, pairs = len(measured), measured
@@ -174,6 +176,11 @@ def calibrate(
             clamped = True
     if not pairs:
         reason = "not enough data: no pairs of stored points with answers"
+    elif source == "pairs" and not any(agree for _, agree in pairs):
+        reason = (
+            f"answers never repeat in this namespace, so neighbour pairs measure nothing; {len(measured)} labels of "
+            f"the student's own answers, {min_support} needed (the promotion gate and exploration add them)"
+        )
     elif unproven is not None:
         reason = unproven
     elif chosen is not None:

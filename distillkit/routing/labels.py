@@ -2,45 +2,23 @@
 
 A :class:`Label` is one measured outcome (did the student answer a request as the teacher?) with
 the routing signals at decision time; :class:`Signals` are those signals before the outcome is
-known. :func:`answer_key` puts a teacher answer in a canonical form for comparing answers;
-:func:`answer_class` names it briefly. The error budget (:mod:`distillkit.routing.budget`) keeps
+known. Answers are compared in :mod:`distillkit.routing.agreement` (:func:`answer_key`,
+:func:`answer_class` are re-exported here). The error budget (:mod:`distillkit.routing.budget`) keeps
 labels and fits what to route from them (:mod:`distillkit.routing.acceptance`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from distillkit.routing.agreement import answer_class, answer_key
+
 __all__ = ["Label", "Signals", "Source", "answer_class", "answer_key"]
 
 Source = Literal["gate", "shadow", "explore"]
-
-
-def answer_key(payload: Mapping[str, Any]) -> str | None:
-    """A stored point's teacher answer in a canonical form, for comparing answers (None if absent).
-
-    Content is compared with whitespace collapsed; tool calls by name and arguments (their ids
-    differ on every call).
-    """
-    response = payload.get("response")
-    if not isinstance(response, Mapping):
-        return None
-    content = response.get("content")
-    text = " ".join(content.split()) if isinstance(content, str) else content
-    calls = [
-        (call.get("function") or {}) if isinstance(call, Mapping) else call for call in response.get("tool_calls") or []
-    ]
-    return json.dumps([text, calls], sort_keys=True, default=str)
-
-
-def answer_class(key: str | None) -> str | None:
-    """A short stable name for a teacher answer (:func:`answer_key`)."""
-    return None if key is None else hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -53,6 +31,8 @@ class Label:
         answer_class: :func:`answer_class` of that neighbour's teacher answer (None if it had none).
         source: ``"gate"``, ``"shadow"`` or ``"explore"``.
         at: when it was measured (``time.time()``).
+        confidence: the student's own confidence in its answer (:mod:`distillkit.routing.confidence`),
+            None where the student gave no token log-probabilities.
     """
 
     similarity: float
@@ -60,14 +40,20 @@ class Label:
     answer_class: str | None = None
     source: Source = "shadow"
     at: float = field(default_factory=time.time)
+    confidence: float | None = None
 
     def compact(self) -> list[Any]:
-        return [round(float(self.similarity), 4), int(self.agreed), self.answer_class, self.source, round(self.at, 3)]
+        confidence = None if self.confidence is None else round(float(self.confidence), 4)
+        row = [round(float(self.similarity), 4), int(self.agreed), self.answer_class, self.source, round(self.at, 3)]
+        return [*row, confidence]
 
     @classmethod
     def from_compact(cls, row: Sequence[Any]) -> Label:
-        similarity, agreed, klass, source, at = row
-        return cls(float(similarity), bool(agreed), klass, source, float(at))
+        similarity, agreed, klass, source, at, *rest = row  # rows stored before confidence have 5 items
+        confidence = rest[0] if rest else None
+        return cls(
+            float(similarity), bool(agreed), klass, source, float(at), None if confidence is None else float(confidence)
+        )
 
 
 @dataclass(frozen=True)
@@ -80,12 +66,29 @@ class Signals:
         repeating: its answer repeats among the nearest neighbours (compare exactly).
         expected: with the cross-check, the answer classes the student's answer must be one of
             (the nearest trained neighbours' teacher answers); None where answers do not repeat.
+        min_confidence: the student's answer is delivered only if its confidence reaches this (the
+            fitted acceptance routes on the student's confidence there); None: no such condition.
+        confidence: the student's confidence in its answer, once it answered.
     """
 
     similarity: float
     answer_class: str | None = None
     repeating: bool = False
     expected: frozenset[str] | None = None
+    min_confidence: float | None = None
+    confidence: float | None = None
+
+    def label(self, agreed: bool, source: Source) -> Label:
+        """The label these signals make once the outcome is known (its answer class only where
+        answers repeat: a class of one answer says nothing of its paraphrases)."""
+        klass = self.answer_class if self.repeating else None
+        return Label(self.similarity, agreed, klass, source, confidence=self.confidence)
+
+    def sure(self) -> bool:
+        """Whether the student's confidence reaches :attr:`min_confidence` (True where none is asked)."""
+        if self.min_confidence is None:
+            return True
+        return self.confidence is not None and self.confidence >= self.min_confidence
 
     def consistent(self, answer: Mapping[str, Any] | None) -> bool:
         """Whether the student's ``answer`` (an assistant message) passes the cross-check."""

@@ -40,6 +40,7 @@ from distillkit.errors import ConfigError, StoreBusyError
 from distillkit.routing.acceptance import Acceptance
 from distillkit.routing.budget import ErrorBudget
 from distillkit.routing.labels import Signals, answer_class, answer_key
+from distillkit.routing.novelty import Novelty
 from distillkit.routing.request import Request, RouteInfo
 from distillkit.state import ActiveModel, ModelRegistry
 
@@ -150,14 +151,16 @@ class Router:
                 # A vector of the first tokens would stand for another request: never compare it.
                 return RouteInfo(False, ns, teacher, "longer than the embedder's window", fingerprint=fingerprint)
             vector = request.vector = embedder.embed([request.query])[0]
+            acceptance = self._acceptance(ns)
+            novelty = Novelty(**acceptance.novelty) if acceptance is not None and acceptance.novelty else None
             agreement = self.rule == "agreement"
-            limit = max(1, self.neighbours) if agreement else 1
+            wanted = max(1, self.neighbours) if agreement else 1
             hits = self._store().search(
                 vector,
                 namespace=ns,
                 fingerprint=fingerprint,
                 indexed=True,
-                limit=limit,
+                limit=max(wanted, novelty.k if novelty is not None else 1),
                 fields=ANSWER_FIELDS,
                 timeout=self.lookup_timeout,
             )
@@ -166,6 +169,10 @@ class Router:
         if not hits:
             return RouteInfo(False, ns, teacher, "no trained neighbour", fingerprint=fingerprint)
         best = hits[0]
+        if novelty is not None and novelty.far([hit.score for hit in hits]):
+            # Never-seen traffic: the teacher answers, and no exploration label is taken this far out.
+            return RouteInfo(False, ns, teacher, "far from the trained requests", best.score, best.id, fingerprint)
+        hits = hits[:wanted]
         threshold = self.threshold(request.threshold, active)
         agreeing = self._agreeing(hits) if agreement else None
         if best.score >= threshold:
@@ -176,14 +183,18 @@ class Router:
             rule_reason = None
         klass = answer_class(answer_key(best.payload))
         repeating = agreeing is not None and agreeing >= 2
-        request.signals = Signals(float(best.score), klass, repeating, self._expected(hits) if repeating else None)
-        request.student_model = active.model
-        acceptance = self._acceptance(ns)
         verdict, budget_reason = acceptance.decide(best.score, klass) if acceptance is not None else (None, "")
+        sure = acceptance.min_confidence_for(best.score, klass) if verdict and acceptance is not None else None
+        request.signals = Signals(
+            float(best.score), klass, repeating, self._expected(hits) if repeating else None, min_confidence=sure
+        )
+        request.student_model = active.model
         if verdict is None:  # too few labels yet: the configured rule decides
             routed, reason = rule_reason is not None, rule_reason or "below threshold"
         elif verdict and request.threshold is not None and best.score < request.threshold:
             routed, reason = False, "below threshold"  # an explicit threshold still applies
+        elif verdict and sure is not None and (request.stream or request.raw is not None):
+            routed, reason = False, "student confidence needed: not checked on streams or raw responses"
         else:
             routed, reason = verdict, budget_reason
         if not routed:
@@ -226,8 +237,13 @@ class Router:
         """
         if self.explore_rate <= 0 or acceptance is None:
             return
-        few = acceptance is None or acceptance.status != "fitted" or (klass is not None and klass in acceptance.blocked)
-        rate = min(1.0, self.explore_rate * (self.EXPLORE_BOOST if few else 1.0))
+        if side == "student" and acceptance.status == "fallback":
+            # Too few labels to certify anything: every refused request is also asked of the student
+            # (no teacher call: its answer is there already), so certification takes requests, not weeks.
+            rate = 1.0
+        else:
+            few = acceptance.status != "fitted" or (klass is not None and klass in acceptance.blocked)
+            rate = min(1.0, self.explore_rate * (self.EXPLORE_BOOST if few else 1.0))
         if self._random.random() < rate:
             request.explore = side
 

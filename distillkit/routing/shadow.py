@@ -2,15 +2,15 @@
 
 A sampled share (``shadow_rate``) of the requests the distilled model answered is also sent to
 the teacher, in the background (never on the caller's path, never routed nor captured). The two
-answers are compared (:func:`agreement`) and the running count and mean are kept per namespace
-and model in the store's ``shadow`` records. Once a model's mean agreement over at least
+answers are compared (:func:`distillkit.routing.agreement.compare`) and the running count and
+mean are kept per namespace and model in the store's ``shadow`` records. Once a model's mean agreement over at least
 ``shadow_min_samples`` checks falls under ``shadow_floor``, it is demoted: the namespace's
 registry entry is removed (so the teacher answers again until a new model is trained) and a
 ``demotion`` record says why.
 
 Every check also becomes a label for the error budget (:mod:`distillkit.routing.budget`) when the
 routing signals of the request are given: the similarity of its nearest trained neighbour and
-that neighbour's answer class, with whether the student agreed (:func:`agrees`). Exploration uses
+that neighbour's answer class, with whether the student agreed. Exploration uses
 the same machinery: a would-be-routed request the teacher answered is also sent to the student
 in the background (:meth:`ShadowChecks.start_student`), which labels regions the budget refuses.
 """
@@ -18,125 +18,28 @@ in the background (:meth:`ShadowChecks.start_student`), which labels regions the
 from __future__ import annotations
 
 import asyncio
-import difflib
-import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from distillkit.errors import ConfigError
-from distillkit.routing.labels import Label
+from distillkit.routing.agreement import Comparison, compare, exact_for
 from distillkit.state import DEMOTION_KIND, SHADOW_KIND
 
 if TYPE_CHECKING:
     from distillkit.routing.budget import ErrorBudget
+    from distillkit.routing.confidence import StudentAnswer
     from distillkit.routing.labels import Signals
     from distillkit.state import ModelRegistry
     from distillkit.store.base import Store
 
-__all__ = ["SHORT_ANSWER_WORDS", "TEXT_SIMILARITY", "ShadowChecks", "agreement", "agrees", "free_text"]
+__all__ = ["ShadowChecks"]
 
 logger = logging.getLogger("distillkit")
-
-#: Free-text answers agree when their SequenceMatcher ratio is at least this.
-TEXT_SIMILARITY = 0.8
-#: Answers of at most this many words are compared exactly (after whitespace is collapsed).
-SHORT_ANSWER_WORDS = 10
-
-
-def _calls(message: Mapping[str, Any]) -> list[tuple[Any, Any]]:
-    out = []
-    for call in message.get("tool_calls") or []:
-        function = (call.get("function") if isinstance(call, Mapping) else None) or {}
-        arguments = function.get("arguments")
-        try:
-            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except ValueError:
-            parsed = arguments
-        out.append((function.get("name"), parsed))
-    return out
-
-
-def agreement(kwargs: Mapping[str, Any], student: Mapping[str, Any] | None, teacher: Mapping[str, Any] | None) -> float:
-    """How alike two answers are, from 0 to 1.
-
-    Tool calls (names and parsed arguments) and JSON content (``response_format`` json) must
-    match exactly (1 or 0); other text is compared with :class:`difflib.SequenceMatcher`, with
-    whitespace collapsed.
-    """
-    student, teacher = student or {}, teacher or {}
-    if student.get("tool_calls") or teacher.get("tool_calls"):
-        return float(_calls(student) == _calls(teacher))
-    a, b = student.get("content") or "", teacher.get("content") or ""
-    response_format = kwargs.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
-    if kind in ("json_object", "json_schema"):
-        try:
-            return float(json.loads(a) == json.loads(b))
-        except ValueError:
-            return float(a == b)
-    a, b = " ".join(str(a).split()), " ".join(str(b).split())
-    if a == b:
-        return 1.0
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
-
-
-def _structured(kwargs: Mapping[str, Any], student: Mapping[str, Any], teacher: Mapping[str, Any]) -> bool:
-    if student.get("tool_calls") or teacher.get("tool_calls"):
-        return True
-    response_format = kwargs.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
-    return kind in ("json_object", "json_schema")
-
-
-def agrees(
-    kwargs: Mapping[str, Any],
-    student: Mapping[str, Any] | None,
-    teacher: Mapping[str, Any] | None,
-    *,
-    repeating: bool = False,
-    text_similarity: float = TEXT_SIMILARITY,
-) -> bool:
-    """Whether the student's answer counts as the teacher's: one rule for the promotion gate, shadow
-    checks and exploration.
-
-    * tool calls and JSON output (``response_format`` ``json_object`` / ``json_schema``):
-      structurally, names and parsed arguments or parsed values equal;
-    * answers that repeat (a label, a canned reply; ``repeating``) or are short
-      (``SHORT_ANSWER_WORDS`` words or fewer): equal after whitespace is collapsed;
-    * other free text: :class:`difflib.SequenceMatcher` ratio (twice the matched characters over
-      both lengths, whitespace collapsed) at least ``text_similarity``.
-
-    Args:
-        kwargs: the request (its ``response_format`` says whether the content is JSON).
-        student: the student's assistant message.
-        teacher: the teacher's assistant message.
-        repeating: the teacher's answer is one the namespace sees again and again (compare exactly).
-        text_similarity: the SequenceMatcher ratio free text must reach.
-    """
-    student, teacher = student or {}, teacher or {}
-    score = agreement(kwargs, student, teacher)  # 0/1 for tool calls and JSON, a ratio for text
-    if free_text(kwargs, student, teacher, repeating=repeating):
-        return score >= text_similarity
-    return score == 1.0
-
-
-def free_text(
-    kwargs: Mapping[str, Any],
-    student: Mapping[str, Any] | None,
-    teacher: Mapping[str, Any] | None,
-    *,
-    repeating: bool = False,
-) -> bool:
-    """Whether :func:`agrees` compares these answers by similarity (not structurally, not exactly):
-    where a judge may decide instead."""
-    student, teacher = student or {}, teacher or {}
-    if _structured(kwargs, student, teacher) or repeating:
-        return False
-    return len(str(teacher.get("content") or "").split()) > SHORT_ANSWER_WORDS
 
 
 def _check(name: str, value: float, low: float, high: float) -> None:
@@ -157,6 +60,7 @@ class ShadowChecks:
         min_samples: int,
         max_in_flight: int = 4,
         budget: ErrorBudget | None = None,
+        exact_fields: Collection[str] = (),
     ) -> None:
         _check("shadow_rate", rate, 0.0, 1.0)
         _check("shadow_floor", floor, 0.0, 1.0)
@@ -171,6 +75,8 @@ class ShadowChecks:
         self._registry = registry
         #: Where labels go (None: checks are only recorded for demotion).
         self.budget = budget
+        #: ``DISTILLKIT_EXACT_FIELDS``: JSON fields compared as they are (see :func:`exact_for`).
+        self.exact_fields = tuple(exact_fields)
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._pending = {"thread": 0, "task": 0}  # checks in flight, in threads and in asyncio tasks
         self._idle = threading.Condition()
@@ -215,7 +121,7 @@ class ShadowChecks:
 
         def check() -> None:
             teacher = teacher_call()
-            self.record(namespace, model, agreement(kwargs, student, teacher))
+            self.record(namespace, model, self._compare(namespace, kwargs, student, teacher).score)
             self._label(namespace, kwargs, student, teacher, signals, source)
 
         self._thread("distillkit-shadow", "a shadow check", check)
@@ -238,7 +144,7 @@ class ShadowChecks:
 
         async def check() -> None:
             teacher = await teacher_call()
-            score = agreement(kwargs, student, teacher)
+            score = self._compare(namespace, kwargs, student, teacher).score
             await asyncio.to_thread(self.record, namespace, model, score)  # store I/O off the loop
             await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, source)
 
@@ -250,7 +156,7 @@ class ShadowChecks:
         namespace: str,
         kwargs: dict[str, Any],
         teacher: dict[str, Any] | None,
-        student_call: Callable[[], dict[str, Any] | None],
+        student_call: Callable[[], StudentAnswer],
         signals: Signals,
     ) -> bool:
         """Exploration where the teacher answered: ask the student in a daemon thread, keep a label.
@@ -261,7 +167,9 @@ class ShadowChecks:
             return False
 
         def check() -> None:
-            self._label(namespace, kwargs, student_call(), teacher, signals, "explore")
+            answer = student_call()
+            mine = replace(signals, confidence=answer.confidence)
+            self._label(namespace, kwargs, answer.message, teacher, mine, "explore")
 
         self._thread("distillkit-explore", "an exploration check", check)
         return True
@@ -271,7 +179,7 @@ class ShadowChecks:
         namespace: str,
         kwargs: dict[str, Any],
         teacher: dict[str, Any] | None,
-        student_call: Callable[[], Awaitable[dict[str, Any] | None]],
+        student_call: Callable[[], Awaitable[StudentAnswer]],
         signals: Signals,
     ) -> bool:
         """:meth:`start_student` for async clients (a task on the caller's running loop)."""
@@ -279,8 +187,9 @@ class ShadowChecks:
             return False
 
         async def check() -> None:
-            student = await student_call()
-            await asyncio.to_thread(self._label, namespace, kwargs, student, teacher, signals, "explore")
+            answer = await student_call()
+            mine = replace(signals, confidence=answer.confidence)
+            await asyncio.to_thread(self._label, namespace, kwargs, answer.message, teacher, mine, "explore")
 
         self._spawn("an exploration check", check())
         return True
@@ -324,9 +233,21 @@ class ShadowChecks:
     ) -> None:
         if self.budget is None or signals is None or teacher is None or not signals.consistent(student):
             return  # (an answer the cross-check stops never reaches a caller: no label)
-        agreed = agrees(kwargs, student, teacher, repeating=signals.repeating)
-        label = Label(signals.similarity, agreed, signals.answer_class, "explore" if source == "explore" else "shadow")
-        self.budget.add(namespace, [label])
+        agreed = self._compare(namespace, kwargs, student, teacher, repeating=signals.repeating).agreed
+        self.budget.add(namespace, [signals.label(agreed, "explore" if source == "explore" else "shadow")])
+
+    def _compare(
+        self,
+        namespace: str,
+        kwargs: Mapping[str, Any],
+        student: Mapping[str, Any] | None,
+        teacher: Mapping[str, Any] | None,
+        *,
+        repeating: bool = False,
+    ) -> Comparison:
+        return compare(
+            kwargs, student, teacher, repeating=repeating, exact_fields=exact_for(self.exact_fields, namespace)
+        )
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until no check is in flight. False if ``timeout`` ran out first.

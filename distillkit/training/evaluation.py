@@ -7,17 +7,18 @@ ones (:func:`agrees`). The candidate becomes the namespace's active model only w
 agreeing answers reaches the floor (:func:`evaluate`); otherwise nothing is flipped, the active
 model stays, and the held-out points train in the next round like every other pending point.
 
-How answers are compared (:func:`distillkit.routing.shadow.agrees`, one function for the gate,
-shadow checks and exploration):
+Answers are compared by :func:`distillkit.routing.agreement.compare` (by their shape: JSON and
+tool calls field by field, repeating and short answers exactly, other free text by similarity), the
+one comparison of the gate, shadow checks, exploration and the cross-check; in judge mode
+(``DISTILLKIT_JUDGE=teacher``) free text is judged by the teacher (:data:`JUDGE_PROMPT`). JSON
+answers are reported field by field (:attr:`Evaluation.fields`).
 
-* tool calls and JSON output (``response_format`` ``json_object`` / ``json_schema``):
-  structurally, names and parsed arguments or parsed values equal;
-* answers that repeat in the namespace (a label, a canned reply) or are short
-  (``SHORT_ANSWER_WORDS`` words or fewer): equal after whitespace is collapsed;
-* other free text: :class:`difflib.SequenceMatcher` ratio (twice the matched characters over
-  both lengths, whitespace collapsed) at least ``text_similarity``; or, in judge mode
-  (``DISTILLKIT_JUDGE=teacher``), what the teacher says when asked whether the two answers say
-  the same (:data:`JUDGE_PROMPT`).
+The verdict: ``promoted`` when the held-out agreement reaches the floor (or the labels certify an
+acceptance of their own, :func:`~distillkit.training.gate.judge_candidate`); below it, ``rejected``
+only when the exact binomial upper bound (Clopper-Pearson, :data:`VERDICT_CONFIDENCE`) stays below
+the floor too, else ``undecided``: too few points to tell a bad candidate from an unlucky sample, so
+nothing is activated and the points train in the next round. How many routed
+answers may be wrong is the error budget's job, certified on these same labels, not the floor's.
 
 Near-duplicates stay on one side of the split: points whose vectors are at least
 ``group_similarity`` cosine-similar are grouped (transitively), and a group is held out or trained
@@ -35,13 +36,23 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from distillkit.routing.labels import answer_class, answer_key
-from distillkit.routing.shadow import SHORT_ANSWER_WORDS, TEXT_SIMILARITY, agrees, free_text
+from distillkit.errors import DistillkitError
+from distillkit.routing.acceptance import upper_bound
+from distillkit.routing.agreement import (
+    SHORT_ANSWER_WORDS,
+    TEXT_SIMILARITY,
+    agrees,
+    answer_class,
+    answer_key,
+    compare,
+    free_text,
+)
+from distillkit.routing.confidence import StudentAnswer
 
 __all__ = [
     "GROUP_SIMILARITY",
@@ -49,6 +60,7 @@ __all__ = [
     "SHORT_ANSWER_WORDS",
     "TEXT_SIMILARITY",
     "Evaluation",
+    "EvaluationError",
     "HeldOutResult",
     "Holdout",
     "agrees",
@@ -60,6 +72,11 @@ __all__ = [
 
 logger = logging.getLogger("distillkit")
 
+
+class EvaluationError(DistillkitError, RuntimeError):
+    """The candidate could not be evaluated (nothing held out, or too many of its calls failed)."""
+
+
 #: Cosine similarity at or above which two pending points count as near-duplicates (one group).
 GROUP_SIMILARITY = 0.95
 #: The verdict counts only the held-out points the router would route when there are at least this
@@ -67,7 +84,9 @@ GROUP_SIMILARITY = 0.95
 #: more than 0.05 (measured: rounds rejected at 7/9 and 8/11 routable points on BANKING77).
 MIN_ROUTABLE_VERDICT = 20
 
-Verdict = Literal["promoted", "rejected"]
+Verdict = Literal["promoted", "rejected", "undecided"]
+#: One-sided confidence of each end of the verdict's interval.
+VERDICT_CONFIDENCE = 0.9
 
 #: The teacher-as-judge instruction (judge mode): the reply must start with yes or no.
 JUDGE_PROMPT = (
@@ -77,7 +96,7 @@ JUDGE_PROMPT = (
 
 #: Sends a request (chat-completion keywords, ``model`` set to the candidate) to the candidate
 #: through the serving path and returns its assistant message (``content``, ``tool_calls``).
-StudentFn = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
+StudentFn = Callable[[dict[str, Any]], "StudentAnswer | Mapping[str, Any] | None"]
 #: Judge mode: (request keywords, student message, teacher message) → do they say the same?
 JudgeFn = Callable[[dict[str, Any], "Mapping[str, Any] | None", "Mapping[str, Any] | None"], bool]
 
@@ -237,6 +256,12 @@ class HeldOutResult:
     #: :func:`~distillkit.routing.budget.answer_class` of the candidate's answer, where the
     #: teacher's answer repeats (what the router's cross-check compares); None otherwise.
     answer_class: str | None = None
+    #: The candidate's confidence in its answer (None without token log-probabilities).
+    confidence: float | None = None
+    #: JSON and tool-call answers: field path → equal to the teacher's.
+    fields: dict[str, bool] | None = None
+    #: The candidate's answer, kept for the rounds it disagreed on (what it got wrong).
+    answer: str | None = None
 
 
 @dataclass
@@ -251,7 +276,9 @@ class Evaluation:
         scope: ``"routable"`` (only held-out points the router would send to the candidate count)
             or ``"all"``.
         floor: the agreement the candidate needed.
-        verdict: ``promoted`` or ``rejected``.
+        verdict: ``promoted``, ``rejected`` or ``undecided`` (see the module docstring).
+        bounds: the agreement's interval ``[lower, upper]``.
+        fields: JSON answers: field path → ``[agreed, n]`` over the held-out points.
         failed: held-out points whose call to the candidate failed (not in ``n``).
         mode: ``"rules"`` (structural / exact / similarity) or ``"judge"``.
         reason: why it was rejected, when it was.
@@ -272,6 +299,12 @@ class Evaluation:
     reason: str | None = None
     disagreements: list[str] = field(default_factory=list)
     results: list[HeldOutResult] = field(default_factory=list, repr=False)
+    bounds: tuple[float, float] = (0.0, 1.0)
+    fields: dict[str, list[int]] = field(default_factory=dict)
+    #: Up to 10 disagreeing held-out points: id and what the candidate answered.
+    wrong: list[dict[str, Any]] = field(default_factory=list)
+    #: Held-out points whose teacher answer repeats in the round (the cross-check can compare them).
+    repeating: int = 0
 
     @property
     def agreement(self) -> float:
@@ -281,7 +314,18 @@ class Evaluation:
         """The JSON-able summary kept in the job history."""
         out = {k: v for k, v in asdict(self).items() if k != "results"}
         out["agreement"] = round(self.agreement, 4)
+        out["bounds"] = [round(b, 4) for b in self.bounds]
         return out
+
+    @property
+    def field_agreement(self) -> float | None:
+        """The share of JSON fields answered as the teacher did, over every held-out point (None: no JSON)."""
+        n = sum(counts[1] for counts in self.fields.values())
+        return sum(counts[0] for counts in self.fields.values()) / n if n else None
+
+    def promote(self, reason: str) -> Evaluation:
+        """This evaluation, promoted for ``reason`` (the labels certify an acceptance of their own)."""
+        return replace(self, verdict="promoted", reason=reason)
 
 
 def _repeating(payloads: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -305,6 +349,7 @@ def evaluate(
     judge: JudgeFn | None = None,
     max_failed_share: float = 0.5,
     counted: Collection[str] | None = None,
+    exact_fields: Collection[str] = (),
 ) -> Evaluation:
     """Ask the candidate ``model`` every held-out point and compare with the teacher's answers.
 
@@ -322,24 +367,30 @@ def evaluate(
         max_failed_share: more failed calls than this share raises instead of judging.
         counted: the ids the verdict counts (the held-out points the router would send to the
             candidate); None or too few of them answered (fewer than 1): every held-out point.
+        exact_fields: JSON field paths compared without normalisation.
 
     Raises:
-        RuntimeError: nothing was held out, or too many calls to the candidate failed; the caller
-            must not promote on such an evaluation.
+        EvaluationError: nothing was held out, or too many calls to the candidate failed; the
+            caller must not promote on such an evaluation.
     """
     if not held_out:
-        raise RuntimeError("no held-out points to evaluate the candidate on")
+        raise EvaluationError("no held-out points to evaluate the candidate on")
     repeating = _repeating([*context, *(p for _, p in held_out)])
     results: list[HeldOutResult] = []
     for point_id, payload in held_out:
         kwargs = request_of(payload, model)
         teacher = payload.get("response") if isinstance(payload.get("response"), Mapping) else None
         try:
-            answer = student(dict(kwargs))
+            reply = student(dict(kwargs))
         except Exception as exc:  # a failed call is no evidence either way
             results.append(HeldOutResult(point_id, False, type(exc).__name__))
             continue
+        answer, sure = (reply.message, reply.confidence) if isinstance(reply, StudentAnswer) else (reply, None)
         repeats = answer_key(payload) in repeating
+        how = compare(
+            kwargs, answer, teacher, repeating=repeats, text_similarity=text_similarity, exact_fields=exact_fields
+        )
+        ok = how.agreed
         if judge is not None and free_text(kwargs, answer, teacher, repeating=repeats):
             teacher_model = str(payload.get("teacher_model") or (payload.get("params") or {}).get("model"))
             try:
@@ -347,23 +398,40 @@ def evaluate(
             except Exception as exc:  # the judge failed: no evidence either way
                 results.append(HeldOutResult(point_id, False, f"judge {type(exc).__name__}"))
                 continue
-        else:
-            ok = agrees(kwargs, answer, teacher, repeating=repeats, text_similarity=text_similarity)
         klass = answer_class(answer_key({"response": answer})) if repeats and answer is not None else None
-        results.append(HeldOutResult(point_id, ok, answer_class=klass))
+        said = None if ok or answer is None else str(answer.get("content") or answer.get("tool_calls"))[:500]
+        results.append(HeldOutResult(point_id, ok, answer_class=klass, confidence=sure, fields=how.fields, answer=said))
     failed = sum(r.error is not None for r in results)
     if failed > max_failed_share * len(results):
         errors = sorted({r.error for r in results if r.error})
-        raise RuntimeError(f"{failed} of {len(results)} calls to the candidate failed ({', '.join(errors)})")
+        raise EvaluationError(f"{failed} of {len(results)} calls to the candidate failed ({', '.join(errors)})")
     every = [r for r in results if r.error is None]
     answered = [r for r in every if r.id in counted] if counted is not None else every
     scope = "routable" if counted is not None and answered else "all"
     if not answered:
         answered = every
     agreed = sum(r.agreed for r in answered)
-    share = agreed / len(answered) if answered else 0.0
-    verdict: Verdict = "promoted" if answered and share >= floor else "rejected"
-    reason = None if verdict == "promoted" else f"agreement {share:.3f} < floor {floor} on {len(answered)} held-out"
+    n = len(answered)
+    share = agreed / n if n else 0.0
+    low = 1.0 - upper_bound(n - agreed, n, VERDICT_CONFIDENCE) if n else 0.0
+    high = upper_bound(agreed, n, VERDICT_CONFIDENCE) if n else 1.0
+    verdict: Verdict
+    if n and share >= floor:
+        verdict, reason = "promoted", None
+    elif high < floor or not n:
+        verdict, reason = "rejected", f"agreement {share:.3f} < floor {floor} on {n} held-out (upper bound {high:.3f})"
+    else:
+        verdict = "undecided"
+        reason = (
+            f"undecided: agreement {share:.3f} < floor {floor} on {n} held-out, but its upper bound is {high:.3f}; "
+            "train on more data (the held-out points train next round) or hold more out"
+        )
+    per_field: dict[str, list[int]] = {}
+    for r in every:
+        for path, same in (r.fields or {}).items():
+            counts = per_field.setdefault(path, [0, 0])
+            counts[0] += same
+            counts[1] += 1
     return Evaluation(
         model=model,
         n=len(answered),
@@ -378,4 +446,8 @@ def evaluate(
         reason=reason,
         disagreements=[r.id for r in answered if not r.agreed][:10],
         results=results,
+        bounds=(low, high),
+        fields=per_field,
+        wrong=[{"id": r.id, "answer": r.answer} for r in answered if not r.agreed][:10],
+        repeating=sum(answer_key(p) in repeating for _, p in held_out),
     )

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distillkit.state import ModelRegistry
-from distillkit.streams import response_message
 from distillkit.training.gate import teacher_judge
 from distillkit.training.openai import OpenAIDatasetProvider, OpenAIFineTuningProvider
 from distillkit.training.providers import DatasetProvider, FineTuningProvider
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from distillkit.config import DistillConfig
     from distillkit.pipeline import Pipeline
     from distillkit.routing.budget import ErrorBudget
+    from distillkit.routing.confidence import StudentAnswer
     from distillkit.store.base import Store
 
 __all__ = ["configured_fine_tuning", "make_trainer"]
@@ -86,9 +86,9 @@ class _ServingPath:
         self._given = given
         self.trainer: Trainer | None = None
 
-    def ask(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    def ask(self, kwargs: dict[str, Any]) -> StudentAnswer:
         """The promotion gate's serving path: the candidate answers as a routed request would be."""
-        return response_message(self._pipeline.llm_provider.create(self.caller(), kwargs))[0]
+        return self._pipeline.student_answer(self.caller(), kwargs)
 
     def judge(
         self, kwargs: dict[str, Any], student: Mapping[str, Any] | None, teacher: Mapping[str, Any] | None

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from distillkit._context import internal_call
-from distillkit.routing.labels import Label, answer_class, answer_key
+from distillkit.routing.acceptance import fit, labels_needed
+from distillkit.routing.agreement import answer_class, answer_key, exact_for
+from distillkit.routing.labels import Label
 from distillkit.state import HOLDOUT_KIND
 from distillkit.training.evaluation import (
     JUDGE_PROMPT,
     MIN_ROUTABLE_VERDICT,
     Evaluation,
+    Holdout,
     JudgeFn,
     StudentFn,
     evaluate,
@@ -56,20 +59,35 @@ def hold_out(
                 vectors[point.id] = point.vector
     ids = [i for i in ids if i in vectors]
     previous = store.get_record(HOLDOUT_KIND, ns) or {}
-    split = split_holdout(
-        ids,
-        np.asarray([vectors[i] for i in ids], dtype=np.float32).reshape(len(ids), -1),
-        share=config.holdout,
-        minimum=config.holdout_min,
-        keep=config.min_examples,
-        most=most,
-        must_train=[str(i) for i in previous.get("ids") or []],
-        keys={p.id: f"{p.payload.get('fingerprint')}\n{p.payload.get('query')}" for p in pending},
-    )
-    if not split.held_out:
-        return [], f"promotion gate: {split.reason}; waiting for more data"
-    store.put_record(HOLDOUT_KIND, ns, {"ids": split.held_out, "at": time.time()})
-    return split.held_out, None
+    matrix = np.asarray([vectors[i] for i in ids], dtype=np.float32).reshape(len(ids), -1)
+    keys = {p.id: f"{p.payload.get('fingerprint')}\n{p.payload.get('query')}" for p in pending}
+    must_train = [str(i) for i in previous.get("ids") or []]
+
+    def split(minimum: int) -> Holdout:
+        return split_holdout(
+            ids,
+            matrix,
+            share=config.holdout,
+            minimum=minimum,
+            keep=config.min_examples,
+            most=most,
+            must_train=must_train,
+            keys=keys,
+        )
+
+    # Enough held-out points to certify the namespace at promotion, not just the configured share:
+    # twice the labels a perfect record needs (so a region of them can certify where the student is
+    # only right in part), when a quarter of the round can spare them.
+    certify = 0
+    if config.holdout > 0 and config.max_error is not None:
+        certify = min(2 * labels_needed(config.max_error), len(ids) // 4, len(ids) - config.min_examples)
+    chosen = split(max(config.holdout_min, certify))
+    if not chosen.held_out and certify > config.holdout_min:
+        chosen = split(config.holdout_min)  # the groups could not spare that many: the share then
+    if not chosen.held_out:
+        return [], f"promotion gate: {chosen.reason}; waiting for more data"
+    store.put_record(HOLDOUT_KIND, ns, {"ids": chosen.held_out, "at": time.time()})
+    return chosen.held_out, None
 
 
 def judge_candidate(
@@ -87,7 +105,10 @@ def judge_candidate(
 
     A held-out point's label carries the similarity of its nearest neighbour in the candidate's
     training data (this round's trained points, and the points trained before), of the same
-    task, and that neighbour's answer class. The verdict counts the held-out points the router
+    task, that neighbour's answer class, and the candidate's confidence in its answer. A candidate
+    whose verdict is not ``promoted`` is promoted still when its labels certify an acceptance of
+    their own (:func:`~distillkit.routing.acceptance.fit`): it is measured to serve some region.
+    The verdict counts the held-out points the router
     would route (neighbour at or above the configured threshold) when there are at least
     ``MIN_ROUTABLE_VERDICT`` (and ``holdout_min``) of them, else all.
     """
@@ -127,17 +148,34 @@ def judge_candidate(
         context=[p.payload for p in trained],
         judge=judge,
         counted=routable if len(routable) >= max(config.holdout_min, MIN_ROUTABLE_VERDICT) else None,
+        exact_fields=exact_for(config.exact_fields, ns),
     )
     # With the cross-check on, a held-out answer that is not its nearest neighbour's would have
     # gone to the teacher: it says nothing about the answers the router lets through.
     checked = config.cross_check is not None
+    # Answer classes only where answers repeat (r.answer_class is set then): a class of one answer
+    # would block whatever neighbours that one training point, on the strength of one label.
     labels = [
-        Label(neighbours[r.id][0], r.agreed, neighbours[r.id][1], "gate")
+        Label(
+            neighbours[r.id][0],
+            r.agreed,
+            neighbours[r.id][1] if r.answer_class is not None else None,
+            "gate",
+            confidence=r.confidence,
+        )
         for r in evaluation.results
         if r.error is None
         and r.id in neighbours
         and not (checked and r.answer_class is not None and r.answer_class != neighbours[r.id][1])
     ]
+    if evaluation.verdict != "promoted" and config.max_error is not None and labels:
+        # Wrong on the whole but measured right somewhere: the labels certify where it may serve.
+        certified = fit(labels, max_error=config.max_error)
+        if certified.certified and certified.accepted:
+            evaluation = evaluation.promote(
+                f"certified on {certified.accepted} held-out answers by {certified.signal} "
+                f"(upper bound of disagreement {certified.bound} <= {config.max_error:g})"
+            )
     return evaluation, labels
 
 

@@ -192,7 +192,7 @@ class JobKeeper:
                     outcome = "rejected"
                     status = replace(status, error=f"{reason} ({attempts} tries); nothing was activated")
                 else:
-                    if evaluation.verdict == "rejected":
+                    if evaluation.verdict != "promoted":
                         outcome = "rejected"
                         status = replace(status, error=f"promotion gate: {evaluation.reason}")
             history = conclude(

@@ -138,3 +138,45 @@ def test_labels_and_the_fit_live_in_the_store(store: EdgeStore) -> None:
     assert tighter is not None and tighter.status == "fallback" and again.max_error_for("ns") == 0.01
     assert again.set_max_error("ns", None) is not None and again.max_error_for("ns") == 0.05
     assert budget.acceptance("other") is None
+
+
+def test_the_gate_labels_certify_a_namespace_at_promotion() -> None:
+    # Held-out answers at modest similarity (paraphrases at 0.6-0.8, as on datasets unlike BANKING77),
+    # all right: they certify a threshold at once, far below the 0.9 default.
+    gate = [Label(0.6 + i / 500, True, source="gate") for i in range(100)]
+    accepted = fit(gate, max_error=0.05)
+    assert accepted.certified and accepted.signal == "similarity"
+    assert accepted.threshold is not None and accepted.threshold < 0.65
+    assert accepted.decide(0.7, None) == (True, "within the error budget")
+
+
+def test_the_students_confidence_decides_where_similarity_cannot() -> None:
+    # Extraction-like: every request is alike by similarity; the student is right when it is sure.
+    rng = random.Random(1)
+    labels = []
+    for _ in range(300):
+        sure = rng.random() < 0.6
+        labels.append(
+            Label(0.8 + rng.random() / 20, sure or rng.random() < 0.5, confidence=-rng.random() / 20 if sure else -2.0)
+        )
+    accepted = fit(labels, max_error=0.05)
+    assert accepted.certified and accepted.signal in ("confidence", "either") and accepted.min_confidence is not None
+    assert -0.06 < accepted.min_confidence <= 0.0
+    verdict = accepted.decide(0.81, None)
+    assert verdict == (True, "within the error budget if the student is sure")
+    assert accepted.min_confidence_for(0.81) == accepted.min_confidence
+    # Without confidence, similarity alone certifies nothing here.
+    blind = fit([Label(x.similarity, x.agreed) for x in labels], max_error=0.05)
+    assert blind.status == "closed" and blind.decide(0.81, None)[0] is False
+
+
+def test_labels_without_confidence_keep_the_fit_on_similarity() -> None:
+    labels = [Label(0.9 + i / 1000, True, confidence=None) for i in range(80)]
+    accepted = fit(labels, max_error=0.05)
+    assert accepted.signal == "similarity" and accepted.min_confidence_for(0.95) is None
+
+
+def test_a_label_row_keeps_its_confidence_and_old_rows_read() -> None:
+    label = Label(0.9, True, "abc", "gate", 12.0, confidence=-0.25)
+    assert Label.from_compact(label.compact()) == label
+    assert Label.from_compact([0.9, 1, "abc", "gate", 12.0]).confidence is None  # stored before confidence

@@ -16,7 +16,7 @@ import distillkit
 from distillkit import DistillConfig, Distiller
 from distillkit.cli import main
 from distillkit.errors import ConfigError
-from distillkit.routing.shadow import agreement
+from distillkit.routing.agreement import agreement
 from distillkit.testing import Simulator
 
 STUDENT = "ft:gpt-4.1-nano-2025-04-14:distillkit::shadow01"

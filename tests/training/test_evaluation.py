@@ -161,8 +161,15 @@ def test_the_candidate_answers_held_out_points_over_http(sim: Simulator) -> None
     assert all(r["model"] == "ft:candidate" for r in sim.chat_requests())
 
     held += [(f"bad{i}", stored(f"wrong question {i}")) for i in range(2)]
-    bad = evaluate("ft:candidate", held, student, floor=0.9)
-    assert bad.verdict == "rejected" and bad.agreement == 0.8 and sorted(bad.disagreements) == ["bad0", "bad1"]
+    unsure = evaluate("ft:candidate", held, student, floor=0.9)
+    # 8 of 10 is under the floor, but 10 points cannot tell it from a 0.9 candidate's unlucky sample.
+    assert unsure.verdict == "undecided" and unsure.agreement == 0.8 and unsure.bounds[1] >= 0.9
+    assert sorted(unsure.disagreements) == ["bad0", "bad1"]
+    assert [w["id"] for w in unsure.wrong] == ["bad0", "bad1"] and all(w["answer"] for w in unsure.wrong)
+    bad = evaluate(
+        "ft:candidate", held + [(f"bad{i}", stored(f"wrong question {i}")) for i in range(2, 12)], student, floor=0.9
+    )
+    assert bad.verdict == "rejected" and bad.bounds[1] < 0.9
     # Counting only the points the router would route to the candidate:
     routable = evaluate("ft:candidate", held, student, floor=0.9, counted={f"id{i}" for i in range(8)})
     assert (routable.verdict, routable.scope, routable.n, routable.held_out, routable.agreed_all) == (
@@ -172,7 +179,7 @@ def test_the_candidate_answers_held_out_points_over_http(sim: Simulator) -> None
         10,
         8,
     )
-    record = bad.as_record()
+    record = unsure.as_record()
     assert json.loads(json.dumps(record))["agreement"] == 0.8 and "results" not in record
 
 

@@ -31,22 +31,23 @@ def test_a_candidate_that_answers_right_is_activated(sim: Simulator, store: Edge
     ids = add_points(store, 20)
 
     [started] = trainer.tick()
-    assert started.status == "started" and started.held_out == 2 and started.examples == 18
+    # A quarter held out (not the 10% share): enough labels to start certifying the namespace.
+    assert started.status == "started" and started.held_out == 5 and started.examples == 15
     held = set(trainer.jobs()["ns"]["held_out"])
-    assert len(held) == 2 and held < set(ids)
+    assert len(held) == 5 and held < set(ids)
     sim.finish_jobs()
     [done] = trainer.wait([started], timeout=10)
 
     assert done.status == "succeeded" and done.model is not None
     assert done.evaluation is not None
-    assert (done.evaluation["verdict"], done.evaluation["n"], done.evaluation["agreement"]) == ("promoted", 2, 1.0)
-    assert [r["model"] for r in sim.chat_requests(model=done.model)] == [done.model] * 2  # it answered them
+    assert (done.evaluation["verdict"], done.evaluation["n"], done.evaluation["agreement"]) == ("promoted", 5, 1.0)
+    assert [r["model"] for r in sim.chat_requests(model=done.model)] == [done.model] * 5  # it answered them
     points = payloads(store)
     assert {i for i, p in points.items() if p["indexed"]} == set(ids) - held  # held-out points are not flipped
     active = trainer.registry.get("ns")
     assert active is not None and active.model == done.model
     [(ns, measured)] = labels
-    assert ns == "ns" and len(measured) == 2 and all(label.agreed and label.source == "gate" for label in measured)
+    assert ns == "ns" and len(measured) == 5 and all(label.agreed and label.source == "gate" for label in measured)
     [entry] = trainer.history("ns")
     assert entry["status"] == "succeeded" and entry["evaluation"]["verdict"] == "promoted"
 
@@ -68,7 +69,7 @@ def test_the_verdict_counts_only_routable_points_when_there_are_enough_of_them(
     sim.finish_jobs()
     [done] = trainer.wait([started], timeout=10)
     assert done.evaluation is not None
-    assert (done.evaluation["scope"], done.evaluation["n"]) == ("all", 2)  # 2 routable: too few alone
+    assert (done.evaluation["scope"], done.evaluation["n"]) == ("all", 5)  # 5 routable: too few alone
 
     add_points(store, 300, start=20)
     [started] = trainer.tick()
@@ -91,7 +92,7 @@ def test_a_candidate_that_answers_wrongly_is_not_activated(sim: Simulator, store
 
     assert done.status == "rejected" and done.model is None
     assert done.evaluation is not None and done.evaluation["verdict"] == "rejected"
-    assert done.evaluation["agreement"] == 0.0 and done.evaluation["n"] == 3
+    assert done.evaluation["agreement"] == 0.0 and done.evaluation["n"] == 7
     assert done.reason is not None and "promotion gate" in done.reason
     assert store.count(namespace="ns", indexed=True) == 0  # nothing flipped
     assert trainer.registry.get("ns") is None and trainer.jobs() == {}

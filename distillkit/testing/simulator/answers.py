@@ -22,11 +22,14 @@ class Reply:
             "arguments"}}``. ``id`` and ``type`` may be left out (filled deterministically), and
             ``arguments`` may be a dict (serialised to JSON).
         finish_reason: Defaults to ``"tool_calls"`` when there are tool calls, else ``"stop"``.
+        logprob: the log-probability of every token of ``content`` when the request asks for
+            ``logprobs`` (the student's confidence, :mod:`distillkit.routing.confidence`).
     """
 
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
+    logprob: float = -0.01
 
 
 #: An answer function: gets the parsed chat request body, returns the reply text or a :class:`Reply`.

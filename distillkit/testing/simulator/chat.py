@@ -173,6 +173,18 @@ class _Chat(_Models):
             "refusal": None,
             "annotations": [],
         }
+        logprobs = None
+        if body.get("logprobs") and reply.content:
+            # Tokens as a real tokenizer splits them, roughly: words with their leading space, and
+            # punctuation on its own.
+            pieces = re.findall(r"\s*[A-Za-z0-9_.]+|\s*[^A-Za-z0-9_.\s]|\s+", reply.content)
+            logprobs = {
+                "content": [
+                    {"token": p, "logprob": reply.logprob, "bytes": list(p.encode()), "top_logprobs": []}
+                    for p in pieces
+                ],
+                "refusal": None,
+            }
         if reply.tool_calls:
             message["tool_calls"] = reply.tool_calls
         return self._json(
@@ -182,7 +194,7 @@ class _Chat(_Models):
                 "created": created,
                 "model": model,
                 "choices": [
-                    {"index": i, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}
+                    {"index": i, "message": message, "logprobs": logprobs, "finish_reason": reply.finish_reason}
                     for i in range(n)
                 ],
                 "usage": usage,
