@@ -74,7 +74,8 @@ def local_student(folder: str | Path, settings: Any = None, *, logprobs: bool = 
 
     Yields ``(provider, base_url)``: give the provider to :class:`Distiller` as
     ``fine_tuning_provider`` and the URL as ``distilled_base_url``. The server stops on exit;
-    ``logprobs`` lets requests ask for token log-probabilities (each request is slower).
+    ``logprobs`` is ignored (kept for old callers): requests may always ask for token
+    log-probabilities.
     """
     from distillkit.training.lora import LoRAFineTuningProvider
 

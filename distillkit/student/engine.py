@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.errors import ConfigError
+from distillkit.student._logprobs import MAX_TOP_LOGPROBS, TokenLogprobs
 from distillkit.training.lora.base_models import SMOLLM2, local_model, with_system_prompt
 from distillkit.training.lora.gguf import ADAPTER_GGUF, convert_peft_to_gguf
 
@@ -48,8 +49,9 @@ class Engine:
         n_ctx: context length in tokens (prompt and answer).
         n_threads: CPU threads (default: llama.cpp's, half the cores for generation; on a
             crowded machine, fewer threads than cores are faster).
-        logprobs: allow ``logprobs`` / ``top_logprobs`` in requests. llama.cpp then computes the
-            output layer for every prompt token, which slows every request down.
+        logprobs: accepted for compatibility and ignored. Every request may ask for ``logprobs``
+            / ``top_logprobs`` (see :meth:`chat`); they once needed this, which made llama.cpp
+            compute the output layer for every prompt token and slowed every request down.
     """
 
     def __init__(
@@ -70,14 +72,12 @@ class Engine:
                 f"The student server serves a packaged model or a .gguf file, not {base_model!r}.",
                 fix=f"Use {SMOLLM2!r} or the path of a .gguf file; serve other models with vLLM.",
             )
-        self.logprobs = logprobs
         self._llama = llama_cpp
         self.llm = llama_cpp.Llama(
             model_path=str(self.base_gguf),
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_threads_batch=n_threads,
-            logits_all=logprobs,
             # Flash attention on: llama-cpp-python 0.3.36's portable CPU build (AVX2, the README's
             # flags) computes a wrong answer for prompts evaluated in one batch without it
             # ("What is the capital of France?" -> "La femme de France, ..."); with it, or one
@@ -91,6 +91,11 @@ class Engine:
         self._paths: dict[str, str] = {}
         self._active: str | None = None
         self._converted = tempfile.TemporaryDirectory(prefix="distillkit-student-")
+        self._logprobs: TokenLogprobs | None = None  # the generation under way, when it asked
+        # Llama.generate samples every token through self.sample; shadowing it on this instance
+        # reads each sampled token's log-probability while its logits are still in the context.
+        self._llama_sample = self.llm.sample
+        self.llm.sample = self._sample  # type: ignore[method-assign]
 
     # --- adapters -----------------------------------------------------------------------------
 
@@ -156,6 +161,15 @@ class Engine:
 
         Greedy decoding unless the request sets ``temperature``: a distilled student should say
         what it learnt. Tools and ``n > 1`` are refused (the router sends those to the teacher).
+
+        ``logprobs: true`` (with ``top_logprobs`` 0 to 20) gives ``choices[0].logprobs.content``
+        as OpenAI and vLLM do: one ``{"token", "logprob", "bytes", "top_logprobs"}`` per token of
+        the answer, read from the logits llama.cpp computes at each step anyway (no noticeable
+        extra latency; docs/benchmarks.md). A streamed answer carries each chunk's tokens in that
+        chunk. The values are the model's own distribution, before temperature or penalties; the
+        end-of-turn token and text a ``stop`` sequence cut off get no entry, so the entries'
+        ``bytes`` joined are the answer (their ``token`` strings too, unless a token splits a
+        UTF-8 character).
         """
         model = body.get("model") or self.name
         if model != self.name and model not in self._adapters:
@@ -172,21 +186,49 @@ class Engine:
         kwargs["temperature"] = 0.0 if temperature is None else float(temperature)
         kwargs["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens") or 256
         kwargs["stream"] = bool(body.get("stream"))
-        if body.get("logprobs"):
-            if not self.logprobs:
-                raise EngineError(
-                    "logprobs are off on this server; start it with logprobs=True (--logprobs), "
-                    "which makes every request slower."
-                )
-            kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = int(body.get("top_logprobs") or 0)
+        logprobs = _top_logprobs(body)
         prompt = [_text_content(m) for m in with_system_prompt(list(messages), self.system_prompt)]
         self._select(None if model == self.name else model)
-        result: Any = self.llm.create_chat_completion(messages=prompt, **kwargs)  # type: ignore[arg-type]
-        if kwargs["stream"]:
-            return _named(result, model)
+        recorder = None if logprobs is None else TokenLogprobs(self.llm, logprobs)
+        self._logprobs = recorder
+        try:
+            result: Any = self.llm.create_chat_completion(messages=prompt, **kwargs)  # type: ignore[arg-type]
+        finally:
+            self._logprobs = None
+        if kwargs["stream"]:  # a generator: llama.cpp generates while _chunks reads it
+            return self._chunks(result, model, recorder)
         result["model"] = model
+        if recorder is not None:
+            answer = (result["choices"][0]["message"]["content"] or "").encode()
+            result["choices"][0]["logprobs"] = {"content": recorder.take(len(answer)), "refusal": None}
         return dict(result)
+
+    def _sample(self, *args: Any, **kwargs: Any) -> int:
+        """``Llama.sample``, noting the sampled token's log-probability when the request asked."""
+        token: int = self._llama_sample(*args, **kwargs)
+        if self._logprobs is not None:
+            idx = kwargs.get("idx")  # as Llama.sample reads it: the output row, from the last
+            self._logprobs.record(token, -1 if idx is None else idx - self.llm.n_tokens)
+        return token
+
+    def _chunks(
+        self, chunks: Iterator[dict[str, Any]], model: str, logprobs: TokenLogprobs | None
+    ) -> Iterator[dict[str, Any]]:
+        """A stream's chunks under the request's model name, each with its tokens' logprobs when asked."""
+        sent = 0
+        self._logprobs = logprobs
+        try:
+            for chunk in chunks:
+                chunk["model"] = model
+                if logprobs is not None and chunk["choices"]:
+                    choice = chunk["choices"][0]
+                    sent += len((choice["delta"].get("content") or "").encode())
+                    entries = logprobs.take(sent)
+                    choice["logprobs"] = {"content": entries, "refusal": None} if entries else None
+                yield dict(chunk)
+        finally:
+            if self._logprobs is logprobs:  # an abandoned stream, closed late, leaves a newer request's alone
+                self._logprobs = None
 
     def models(self) -> list[dict[str, Any]]:
         """``/v1/models``' entries: the base model, then each adapter with the base as its parent."""
@@ -238,7 +280,13 @@ def _text_content(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": message.get("role", "user"), "content": "" if content is None else str(content)}
 
 
-def _named(chunks: Iterator[dict[str, Any]], model: str) -> Iterator[dict[str, Any]]:
-    for chunk in chunks:
-        chunk["model"] = model
-        yield dict(chunk)
+def _top_logprobs(body: dict[str, Any]) -> int | None:
+    """How many alternatives each token's entry lists, or None when the request wants no logprobs."""
+    top = body.get("top_logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise EngineError(f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}, not {top!r}.")
+    if not body.get("logprobs"):
+        if top:
+            raise EngineError("top_logprobs needs logprobs: true.")
+        return None
+    return top or 0
