@@ -56,6 +56,7 @@ import distillkit
 from distillkit import demo
 from distillkit.config import DistillConfig
 from distillkit.distiller import Distiller
+from distillkit.routing.acceptance import upper_bound
 
 TEACHER = "gpt-4.1"
 NAMESPACE = "banking"
@@ -157,17 +158,21 @@ def frontier(
     from openai import OpenAI
 
     from distillkit.routing.budget import answer_key
+    from distillkit.routing.novelty import Novelty
 
     active = distiller.registry.get(NAMESPACE)
     if active is None:
         return ["frontier: no active student"]
+    acceptance = distiller.budget.acceptance(NAMESPACE) if distiller.budget is not None else None
+    novelty = Novelty(**acceptance.novelty) if acceptance is not None and acceptance.novelty else None
     student = OpenAI(base_url=base_url, api_key="local", max_retries=0)
     rows: list[dict[str, Any]] = []
     for intent in streamed + unseen:
         for text in tests[intent]:
             messages = [{"role": "system", "content": demo.REAL_SYSTEM}, {"role": "user", "content": text}]
             vector = distiller.embedder.embed([text])[0]
-            hits = distiller.store.search(vector, namespace=NAMESPACE, indexed=True, limit=5, fields=("response",))
+            near = distiller.store.search(vector, namespace=NAMESPACE, indexed=True, limit=10, fields=("response",))
+            hits = near[:5]
             reply = student.chat.completions.create(
                 model=active.model,
                 messages=messages,  # type: ignore[arg-type]
@@ -189,6 +194,7 @@ def frontier(
                     "top5": mine in keys,
                     "agreeing": sum(k == keys[0] for k in keys) if keys else 0,
                     "min_logprob": min(tokens) if tokens else None,
+                    "far": novelty is not None and novelty.far([h.score for h in near]),
                 }
             )
     if dump:
@@ -212,17 +218,25 @@ def frontier(
         line("+ 5 nearest agree", lambda r: r["agreeing"] == 5),
         line("+ cross-check: answer = nearest's", lambda r: r["nearest"]),
         line("+ cross-check: answer in 5 nearest's", lambda r: r["top5"]),
+        line("+ nearest's, not out of distribution", lambda r: r["nearest"] and not r["far"]),
     ]
     if logprobs:
         for cut in LOGPROB_AT:
             lines.append(
                 line(
-                    f"+ nearest's, min logprob >= {cut:g}",
-                    lambda r, cut=cut: r["nearest"] and r["min_logprob"] is not None and r["min_logprob"] >= cut,
+                    f"+ nearest's, not far, min logprob >= {cut:g}",
+                    lambda r, cut=cut: (
+                        r["nearest"] and not r["far"] and r["min_logprob"] is not None and r["min_logprob"] >= cut
+                    ),
                 )
             )
     right = sum(r["correct"] for r in rows if r["known"]) / n_known
     lines.append(f"  the student alone answers {right:.3f} of streamed intents' test queries as the teacher")
+    if acceptance is not None:
+        lines.append(
+            f"  the fitted acceptance: {acceptance.status} on {acceptance.labels} labels, signal {acceptance.signal}, "
+            f"similarity >= {acceptance.threshold}, confidence >= {acceptance.min_confidence} ({acceptance.reason})"
+        )
     return lines
 
 
@@ -357,9 +371,10 @@ def main() -> None:
         f"{s_agreed / s_routed if s_routed else 0:.3f} ({s_agreed}/{s_routed}); cost saved "
         f"{stream_saving[2]:.1%} (${stream_saving[1]:.4f} of ${stream_saving[0] + stream_saving[1]:.4f})"
     )
+    lower = 1.0 - upper_bound(seen["routed"] - seen["agreed"], seen["routed"]) if seen["routed"] else 0.0
     print(
         f"test, streamed intents ({seen['n']} queries): routed {routed:.3f}, agreement {agreement:.3f} "
-        f"({seen['agreed']}/{seen['routed']}), end-to-end accuracy {accuracy:.3f}"
+        f"({seen['agreed']}/{seen['routed']}; 95% lower bound {lower:.3f}), end-to-end accuracy {accuracy:.3f}"
     )
     print(
         f"test, intents never streamed ({new['n']} queries of {len(unseen)} intents): false-route rate "

@@ -306,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8011, help="port (default 8011)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")
     serve.add_argument("--ctx", type=int, default=1024, help="context length in tokens (default 1024)")
-    serve.add_argument("--logprobs", action="store_true", help="allow logprobs (slower for every request)")
+    serve.add_argument(
+        "--logprobs", action="store_true", help="no effect (every request may ask for logprobs); kept for old scripts"
+    )
     serve.set_defaults(run=cmd_serve_student)
 
     demo = commands.add_parser("demo", help="run the whole loop offline: the simulator teaches, SmolLM2 learns")
