@@ -92,6 +92,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     for ns, row in report.items():
         job = row["job"]
         detail = row["active_model"] or "-"
+        if row.get("probation"):
+            detail += " (on probation: routes only where certified)"
         if job:
             detail += f"  (job {job.get('job_id')} {job.get('status')})"
         out.write(

@@ -132,6 +132,11 @@ class DistillConfig:
     #: promotion gate, shadow checks and exploration: ``order_id`` (every namespace) or
     #: ``extract:order_id`` (one namespace); see :mod:`distillkit.routing.agreement`.
     exact_fields: tuple[str, ...] = ()
+    #: A candidate below ``promotion_floor`` that answered some held-out points right is activated
+    #: *on probation* where no model serves the namespace: it routes nothing until its measured
+    #: labels (the gate's, then every refused request also asked of it) certify a region within
+    #: ``max_error``. False: such a candidate is rejected, as before.
+    probation: bool = True
     #: The error budget (:mod:`distillkit.budget`): the share of routed answers that may disagree
     #: with the teacher, at 0.95 confidence, once enough labels were measured; until then the
     #: configured rule and threshold decide. Per namespace: ``Distiller.budget.set_max_error``.

@@ -51,6 +51,7 @@ class ENV:
     EXPLORE_RATE = "DISTILLKIT_EXPLORE_RATE"
     JUDGE = "DISTILLKIT_JUDGE"
     EXACT_FIELDS = "DISTILLKIT_EXACT_FIELDS"
+    PROBATION = "DISTILLKIT_PROBATION"
     LORA_DIR = "DISTILLKIT_LORA_DIR"
     EDGE_ENGINE = "DISTILLKIT_EDGE_ENGINE"
     LOOKUP_TIMEOUT = "DISTILLKIT_LOOKUP_TIMEOUT"
@@ -149,7 +150,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         values["cross_check"] = None if check == "off" else check
     if environ.get(ENV.EXACT_FIELDS):
         values["exact_fields"] = tuple(f.strip() for f in environ[ENV.EXACT_FIELDS].split(",") if f.strip())
-    for name, variable in (("route", ENV.ROUTE), ("capture", ENV.CAPTURE)):
+    for name, variable in (("route", ENV.ROUTE), ("capture", ENV.CAPTURE), ("probation", ENV.PROBATION)):
         if environ.get(variable):
             values[name] = _boolean(environ[variable], variable)
     return values

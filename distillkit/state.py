@@ -81,6 +81,9 @@ class ActiveModel:
     trained_count: int = 0
     activated_at: float = 0.0
     threshold: float | None = None  # a calibrated threshold, when one was saved
+    #: Activated below the promotion floor because no model served the namespace: it routes only
+    #: where its measured labels certify a region, and is asked every refused request meanwhile.
+    probation: bool = False
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ActiveModel:

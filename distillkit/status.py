@@ -65,6 +65,7 @@ def status_report(
             "indexed": indexed,
             "pending": stored - indexed,
             "active_model": active.model if active else None,
+            "probation": bool(active and active.probation),
             "threshold": router.threshold(None, active),
             "job": in_flight.get(ns),
             "shadow": shadows.get(ns, {}),

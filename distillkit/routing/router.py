@@ -189,7 +189,9 @@ class Router:
             float(best.score), klass, repeating, self._expected(hits) if repeating else None, min_confidence=sure
         )
         request.student_model = active.model
-        if verdict is None:  # too few labels yet: the configured rule decides
+        if active.probation and (acceptance is None or acceptance.status != "fitted"):
+            routed, reason = False, "on probation: not certified yet"
+        elif verdict is None:  # too few labels yet: the configured rule decides
             routed, reason = rule_reason is not None, rule_reason or "below threshold"
         elif verdict and request.threshold is not None and best.score < request.threshold:
             routed, reason = False, "below threshold"  # an explicit threshold still applies
@@ -198,7 +200,7 @@ class Router:
         else:
             routed, reason = verdict, budget_reason
         if not routed:
-            self._explore(request, acceptance, klass, "student")
+            self._explore(request, acceptance, klass, "student", probation=active.probation)
             return RouteInfo(False, ns, teacher, reason, best.score, best.id, fingerprint, agreeing)
         try:
             veto = self._veto(request, vector, best, agreeing)
@@ -229,7 +231,9 @@ class Router:
             self._on_error(namespace, exc)
             return None
 
-    def _explore(self, request: Request, acceptance: Acceptance | None, klass: str | None, side: str) -> None:
+    def _explore(
+        self, request: Request, acceptance: Acceptance | None, klass: str | None, side: str, *, probation: bool = False
+    ) -> None:
         """Mark the request for a background comparison, at ``explore_rate`` (more where labels are few).
 
         Only in namespaces with labels already (from the promotion gate or shadow checks): one whose
@@ -237,9 +241,10 @@ class Router:
         """
         if self.explore_rate <= 0 or acceptance is None:
             return
-        if side == "student" and acceptance.status == "fallback":
-            # Too few labels to certify anything: every refused request is also asked of the student
-            # (no teacher call: its answer is there already), so certification takes requests, not weeks.
+        if side == "student" and (acceptance.status == "fallback" or probation):
+            # Too few labels to certify anything (or a model on probation): every refused request is
+            # also asked of the student (no teacher call: its answer is there already), so
+            # certification takes requests, not weeks.
             rate = 1.0
         else:
             few = acceptance.status != "fitted" or (klass is not None and klass in acceptance.blocked)

@@ -34,12 +34,14 @@ def conclude(
     *,
     flip_batch: int = FLIP_BATCH,
     evaluation: Mapping[str, Any] | None = None,
+    probation: bool = False,
 ) -> dict[str, Any]:
     """Flip the points (on success), activate the model, move the record to the history.
 
     Called under the namespace's lease, with the job's record still current. Returns the
     history record. ``outcome`` ``"rejected"``: the job succeeded but its model failed the
-    promotion gate (``evaluation``); nothing is flipped or activated. Held-out points are never
+    promotion gate (``evaluation``); nothing is flipped or activated. ``probation``: the model is
+    activated on probation (see :class:`~distillkit.state.ActiveModel`). Held-out points are never
     flipped (they are not among the job's points).
     """
     job_id = str(record["job_id"])
@@ -49,7 +51,7 @@ def conclude(
         for start in range(0, len(point_ids), flip_batch):
             chunk = point_ids[start : start + flip_batch]
             store.set_payload(chunk, {"indexed": True, "distilled_model": status.model, "job_id": job_id})
-        activate(store, registry, ns, record, status.model, len(point_ids))
+        activate(store, registry, ns, record, status.model, len(point_ids), probation=probation)
     history = {k: v for k, v in record.items() if k not in ("point_ids", "held_out", "evaluation_error")}
     history.update(
         points=len(point_ids),
@@ -62,6 +64,7 @@ def conclude(
         trained_tokens=status.trained_tokens,
         finished_at=time.time(),
         evaluation=dict(evaluation) if evaluation is not None else None,
+        probation=probation and outcome == "succeeded",
     )
     store.put_record(HISTORY_KIND, job_id, history)
     store.delete_record(JOB_KIND, ns)  # last: until here, a crash means "poll it again"
@@ -69,9 +72,17 @@ def conclude(
 
 
 def activate(
-    store: Store, registry: ModelRegistry, ns: str, record: Mapping[str, Any], model: str, trained: int
+    store: Store,
+    registry: ModelRegistry,
+    ns: str,
+    record: Mapping[str, Any],
+    model: str,
+    trained: int,
+    *,
+    probation: bool = False,
 ) -> None:
-    """Make ``model`` the namespace's active model, counting what it was trained on."""
+    """Make ``model`` the namespace's active model (on ``probation``: see :class:`ActiveModel`),
+    counting what it was trained on."""
     # Read from the store, not the registry's cache: another process may have activated one.
     previous = ModelRegistry.read(store, ns)
     base_model = record.get("base_model")
@@ -87,5 +98,6 @@ def activate(
             activated_at=time.time(),
             # A calibrated threshold describes the namespace's traffic: keep it.
             threshold=previous.threshold if previous is not None else None,
+            probation=probation,
         )
     )

@@ -167,6 +167,7 @@ class JobKeeper:
                 return from_history(store, ns, job_id)
             evaluation: Evaluation | None = None
             labels: list[Label] = []
+            probation = False
             if outcome == "succeeded" and record.get("held_out") and self.student is not None:
                 assert status.model is not None
                 try:
@@ -192,7 +193,9 @@ class JobKeeper:
                     outcome = "rejected"
                     status = replace(status, error=f"{reason} ({attempts} tries); nothing was activated")
                 else:
-                    if evaluation.verdict != "promoted":
+                    if evaluation.verdict != "promoted" and self._on_probation(store, ns, evaluation):
+                        probation = True
+                    elif evaluation.verdict != "promoted":
                         outcome = "rejected"
                         status = replace(status, error=f"promotion gate: {evaluation.reason}")
             history = conclude(
@@ -204,17 +207,33 @@ class JobKeeper:
                 outcome,
                 flip_batch=self.FLIP_BATCH,
                 evaluation=evaluation.as_record() if evaluation is not None else None,
+                probation=probation,
             )
         if outcome == "succeeded" and self.on_labels is not None:
             try:
                 self.on_labels(ns, labels)  # the new model's own (none without a gate)
             except Exception as exc:  # the model is active; only the labels are lost
                 logger.warning("distillkit: %s: could not keep the gate's labels (%s)", ns, describe(exc))
-        if outcome == "succeeded":
+        if probation:
+            logger.warning(
+                "distillkit: %s: %s is on probation (%s): it routes only where its labels certify a region",
+                ns,
+                status.model,
+                evaluation.reason if evaluation is not None else "",
+            )
+        elif outcome == "succeeded":
             logger.info("distillkit: %s: job %s succeeded; %s is active", ns, job_id, status.model)
         else:
             logger.warning("distillkit: %s: job %s %s: %s", ns, job_id, outcome, status.error)
         return from_history_record(ns, history)
+
+    def _on_probation(self, store: Store, ns: str, evaluation: Evaluation) -> bool:
+        """Whether a candidate below the floor is activated on probation: it answered some held-out
+        points right, and no model serves the namespace (or only one on probation)."""
+        if not self.config.probation or evaluation.agreed == 0 or self.config.max_error is None:
+            return False
+        current = ModelRegistry.read(store, ns)
+        return current is None or current.probation
 
     @contextlib.contextmanager
     def _lease(self, store: Store, ns: str) -> Iterator[bool]:

@@ -27,7 +27,8 @@ JSON = {"type": "json_object"}
 TRAIN = workload.messages(0, 320, off_task=0.0)
 TEST = workload.messages(0, 40, split="test", off_task=0.0)
 OFF_TASK = [r for r in workload.messages(1, 40, split="test", off_task=1.0)][:10]
-RECORDS = {r.text: r for r in [*TRAIN, *TEST, *OFF_TASK]}
+MORE = workload.messages(2, 200, split="test", off_task=0.0)
+RECORDS = {r.text: r for r in [*TRAIN, *TEST, *OFF_TASK, *MORE]}
 
 
 def knows(text: str) -> bool:
@@ -97,6 +98,43 @@ def test_an_extraction_namespace_is_certified_by_confidence_and_routes_only_sure
         assert status["unsure"] > 0
         assert any("confidence" in guard for guard in status["budget"]["guards"])
         assert any("never repeat" in guard for guard in status["budget"]["guards"])
+    finally:
+        distillkit.unwrap(client)
+        distiller.close()
+
+
+def test_a_candidate_below_the_floor_serves_on_probation_once_its_labels_certify_it(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    config = DistillConfig(path=str(tmp_path / "store"), namespace="extract", min_examples=10, max_error=0.1)
+    distiller = Distiller(config, fine_tuning_provider=OpenAIFineTuningProvider(sim.client()))
+    client = distillkit.wrap(sim.client(), distiller)
+    try:
+        for record in TRAIN[:100]:
+            ask(client, record.text)
+        [round_] = distiller.train_now(wait=True, timeout=60)
+        # 25 held-out points, about 70% right: under the floor, and too few labels to certify.
+        assert round_.status == "succeeded" and round_.evaluation is not None
+        assert round_.evaluation["verdict"] != "promoted"
+        active = distiller.registry.get("extract")
+        assert active is not None and active.probation
+        assert distiller.status()["extract"]["probation"]
+
+        first = distillkit.route_info(ask(client, MORE[0].text, capture=False))
+        assert first is not None and not first.routed and first.reason == "on probation: not certified yet"
+        # Every refused request is also asked of the student in the background: labels accrue.
+        routed = right = 0
+        for record in MORE[1:]:
+            response = ask(client, record.text, capture=False)
+            info = distillkit.route_info(response)
+            assert info is not None
+            if info.routed:
+                routed += 1
+                right += json.loads(response.choices[0].message.content) == record.answer
+            distiller.shadows.wait(30)
+        acceptance = distiller.budget.acceptance("extract") if distiller.budget else None
+        assert acceptance is not None and acceptance.certified and acceptance.labels > 60
+        assert routed > 0 and right == routed
     finally:
         distillkit.unwrap(client)
         distiller.close()
