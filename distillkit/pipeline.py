@@ -156,15 +156,20 @@ class Pipeline:
     def student_answer(self, client: Any, kwargs: dict[str, Any]) -> StudentAnswer:
         """Ask the student (``kwargs["model"]``) as a routed request would, with its confidence:
         the promotion gate's and exploration's way in."""
-        if self._logprobs and kwargs.get("stream") is not True:
-            kwargs = {**kwargs, "logprobs": True, "top_logprobs": 0}
+        kwargs = self._with_logprobs(kwargs)
         return _answer(self._ask(client, kwargs), kwargs)
 
     async def astudent_answer(self, client: Any, kwargs: dict[str, Any]) -> StudentAnswer:
         """:meth:`student_answer` for async clients."""
-        if self._logprobs and kwargs.get("stream") is not True:
-            kwargs = {**kwargs, "logprobs": True, "top_logprobs": 0}
+        kwargs = self._with_logprobs(kwargs)
         return _answer(await self._aask(client, kwargs), kwargs)
+
+    def _with_logprobs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The student's request asking for its sampled tokens' log-probabilities (its confidence),
+        unless it streams or its server refused them; they are removed before a caller sees them."""
+        if not self._logprobs or kwargs.get("stream") is True:
+            return kwargs
+        return {**kwargs, "logprobs": True, "top_logprobs": 0}
 
     def _ask(self, client: Any, kwargs: dict[str, Any]) -> Any:
         """The student's answer; without token log-probabilities from a server that refuses them."""
@@ -195,10 +200,8 @@ class Pipeline:
     def _student_kwargs(self, request: Request, model: str | None = None) -> dict[str, Any]:
         assert request.info is not None and request.info.model is not None
         kwargs = {**request.kwargs, "model": model or request.info.model}
-        if self._logprobs and not request.stream and request.raw is None:
-            # The student's own confidence (its sampled tokens' log-probabilities): removed from the
-            # answer before the caller sees it (:meth:`_checked`).
-            kwargs.update(logprobs=True, top_logprobs=0)
+        if request.raw is None:  # a raw response's body reaches the caller as it came
+            kwargs = self._with_logprobs(kwargs)
         headers = kwargs.get("extra_headers")
         if isinstance(headers, dict) and not isinstance(self.llm_provider, SameClientProvider):
             # The caller's credentials are for its own API: another server (and its own key) serves

@@ -50,6 +50,17 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
+@pytest.fixture
+def extract(sim: Simulator, tmp_path: Path) -> Iterator[tuple[Distiller, Any]]:
+    """A distiller of namespace "extract" (a 0.1 error budget) and a client wrapped with it."""
+    config = DistillConfig(path=str(tmp_path / "store"), namespace="extract", min_examples=10, max_error=0.1)
+    distiller = Distiller(config, fine_tuning_provider=OpenAIFineTuningProvider(sim.client()))
+    client = distillkit.wrap(sim.client(), distiller)
+    yield distiller, client
+    distillkit.unwrap(client)
+    distiller.close()
+
+
 def ask(client: Any, text: str, **options: Any) -> Any:
     return client.chat.completions.create(
         model="gpt-4.1",
@@ -60,81 +71,69 @@ def ask(client: Any, text: str, **options: Any) -> Any:
 
 
 def test_an_extraction_namespace_is_certified_by_confidence_and_routes_only_sure_answers(
-    sim: Simulator, tmp_path: Path
+    extract: tuple[Distiller, Any],
 ) -> None:
-    config = DistillConfig(path=str(tmp_path / "store"), namespace="extract", min_examples=10, max_error=0.1)
-    distiller = Distiller(config, fine_tuning_provider=OpenAIFineTuningProvider(sim.client()))
-    client = distillkit.wrap(sim.client(), distiller)
-    try:
-        for record in TRAIN:
-            ask(client, record.text)
-        [round_] = distiller.train_now(wait=True, timeout=60)
-        # About 70% right on the held-out points: under the 0.8 floor, yet the labels certify where
-        # the student is sure, so it is promoted for that region.
-        assert round_.status == "succeeded", round_
-        assert round_.held_out >= 70 and round_.evaluation is not None
-        assert round_.evaluation["fields"]["currency"][0] < round_.evaluation["fields"]["currency"][1]
-        assert round_.evaluation["fields"]["intent"][0] == round_.evaluation["fields"]["intent"][1]
-        acceptance = distiller.budget.acceptance("extract") if distiller.budget else None
-        assert acceptance is not None and acceptance.certified
-        assert acceptance.signal in ("confidence", "either") and acceptance.min_confidence is not None
+    distiller, client = extract
+    for record in TRAIN:
+        ask(client, record.text)
+    [round_] = distiller.train_now(wait=True, timeout=60)
+    # About 70% right on the held-out points: under the 0.8 floor, yet the labels certify where
+    # the student is sure, so it is promoted for that region.
+    assert round_.status == "succeeded", round_
+    assert round_.held_out >= 70 and round_.evaluation is not None
+    assert round_.evaluation["fields"]["currency"][0] < round_.evaluation["fields"]["currency"][1]
+    assert round_.evaluation["fields"]["intent"][0] == round_.evaluation["fields"]["intent"][1]
+    acceptance = distiller.budget.acceptance("extract") if distiller.budget else None
+    assert acceptance is not None and acceptance.certified
+    assert acceptance.signal in ("confidence", "either") and acceptance.min_confidence is not None
 
-        routed = right = 0
-        for record in TEST:
-            response = ask(client, record.text, capture=False)
-            info = distillkit.route_info(response)
-            assert info is not None
-            assert response.choices[0].logprobs is None  # distillkit's own logprobs never reach the caller
-            if info.routed:
-                routed += 1
-                right += json.loads(response.choices[0].message.content) == record.answer
-            elif knows(record.text) is False:
-                assert info.reason == "student unsure of its answer"
-        assert routed > 0 and right == routed  # every routed answer is the teacher's
-        for record in OFF_TASK:
-            info = distillkit.route_info(ask(client, record.text, capture=False))
-            assert info is not None and not info.routed
-        status = distiller.status()["extract"]
-        assert status["unsure"] > 0
-        assert any("confidence" in guard for guard in status["budget"]["guards"])
-        assert any("never repeat" in guard for guard in status["budget"]["guards"])
-    finally:
-        distillkit.unwrap(client)
-        distiller.close()
+    routed = right = 0
+    for record in TEST:
+        response = ask(client, record.text, capture=False)
+        info = distillkit.route_info(response)
+        assert info is not None
+        assert response.choices[0].logprobs is None  # distillkit's own logprobs never reach the caller
+        if info.routed:
+            routed += 1
+            right += json.loads(response.choices[0].message.content) == record.answer
+        elif knows(record.text) is False:
+            assert info.reason == "student unsure of its answer"
+    assert routed > 0 and right == routed  # every routed answer is the teacher's
+    for record in OFF_TASK:
+        info = distillkit.route_info(ask(client, record.text, capture=False))
+        assert info is not None and not info.routed
+    status = distiller.status()["extract"]
+    assert status["unsure"] > 0
+    assert any("confidence" in guard for guard in status["budget"]["guards"])
+    assert any("never repeat" in guard for guard in status["budget"]["guards"])
 
 
 def test_a_candidate_below_the_floor_serves_on_probation_once_its_labels_certify_it(
-    sim: Simulator, tmp_path: Path
+    extract: tuple[Distiller, Any],
 ) -> None:
-    config = DistillConfig(path=str(tmp_path / "store"), namespace="extract", min_examples=10, max_error=0.1)
-    distiller = Distiller(config, fine_tuning_provider=OpenAIFineTuningProvider(sim.client()))
-    client = distillkit.wrap(sim.client(), distiller)
-    try:
-        for record in TRAIN[:100]:
-            ask(client, record.text)
-        [round_] = distiller.train_now(wait=True, timeout=60)
-        # 25 held-out points, about 70% right: under the floor, and too few labels to certify.
-        assert round_.status == "succeeded" and round_.evaluation is not None
-        assert round_.evaluation["verdict"] != "promoted"
-        active = distiller.registry.get("extract")
-        assert active is not None and active.probation
-        assert distiller.status()["extract"]["probation"]
+    distiller, client = extract
+    for record in TRAIN[:100]:
+        ask(client, record.text)
+    [round_] = distiller.train_now(wait=True, timeout=60)
+    # 25 held-out points, about 70% right: under the floor, and too few labels to certify.
+    assert round_.status == "succeeded" and round_.evaluation is not None
+    assert round_.evaluation["verdict"] != "promoted"
+    active = distiller.registry.get("extract")
+    assert active is not None and active.probation
+    assert distiller.status()["extract"]["probation"]
 
-        first = distillkit.route_info(ask(client, MORE[0].text, capture=False))
-        assert first is not None and not first.routed and first.reason == "on probation: not certified yet"
-        # Every refused request is also asked of the student in the background: labels accrue.
-        routed = right = 0
-        for record in MORE[1:]:
-            response = ask(client, record.text, capture=False)
-            info = distillkit.route_info(response)
-            assert info is not None
-            if info.routed:
-                routed += 1
-                right += json.loads(response.choices[0].message.content) == record.answer
-            distiller.shadows.wait(30)
-        acceptance = distiller.budget.acceptance("extract") if distiller.budget else None
-        assert acceptance is not None and acceptance.certified and acceptance.labels > 60
-        assert routed > 0 and right == routed
-    finally:
-        distillkit.unwrap(client)
-        distiller.close()
+    first = distillkit.route_info(ask(client, MORE[0].text, capture=False))
+    assert first is not None and not first.routed and first.reason == "on probation: not certified yet"
+    # Every refused request is also asked of the student in the background: labels accrue.
+    routed = right = 0
+    for record in MORE[1:]:
+        response = ask(client, record.text, capture=False)
+        info = distillkit.route_info(response)
+        assert info is not None
+        if info.routed:
+            routed += 1
+            right += json.loads(response.choices[0].message.content) == record.answer
+        distiller.shadows.wait(30)
+    acceptance = distiller.budget.acceptance("extract") if distiller.budget else None
+    assert acceptance is not None and acceptance.certified and acceptance.labels > 60
+    assert routed > 0 and right == routed
