@@ -5,7 +5,7 @@ The traffic is :mod:`distillkit.testing.extraction`: seeded customer messages (r
 charges, missing deliveries ... in many templates, with names, amounts, currencies, dates and
 order ids written in many forms, some absent) under one short system prompt and
 ``response_format={"type": "json_object"}``; the teacher (the simulator) answers the exact JSON
-object (ISO codes and dates, ``null`` for what is absent). A share of requests is off-task (the
+object (ISO codes and dates, ``null`` for what is absent). A share of test requests is off-task (the
 weather, a joke) with the same system prompt; the teacher answers them a fixed refusal. The
 student is SmolLM2-135M-Instruct, trained with LoRA on this machine's CPU and served by the local
 student server on llama.cpp (``distillkit[local]``), as in ``benchmarks/bench_stream.py``; the
@@ -71,7 +71,14 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=None, help="test messages (200; --quick 60)")
     parser.add_argument("--round-every", type=int, default=None, help="requests between rounds (200; --quick 120)")
     parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (3)")
-    parser.add_argument("--off-task", type=float, default=0.1, help="share of off-task requests (0.1)")
+    parser.add_argument("--off-task", type=float, default=0.1, help="share of off-task test requests (0.1)")
+    parser.add_argument(
+        "--train-off-task",
+        type=float,
+        default=0.0,
+        help="share of off-task requests in the training stream (0: off-task traffic is never seen, like "
+        "bench_stream's never-streamed intents; with some, the student learns to refuse them, and routes them rightly)",
+    )
     parser.add_argument("--max-length", type=int, default=256, help="LoRA tokens per example at most (256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logprobs", action="store_true", help="frontier with the student's token log-probabilities")
@@ -224,13 +231,14 @@ def main() -> None:
     from distillkit.testing import Simulator
     from distillkit.testing.extraction import teacher
 
-    stream = messages(args.seed, args.train, off_task=args.off_task)
+    stream = messages(args.seed, args.train, off_task=args.train_off_task)
     tests = messages(args.seed, args.test, split="test", off_task=args.off_task)
     command = "python benchmarks/bench_extract.py " + shlex.join(sys.argv[1:])
     print(f"command: {command}")
     print(
         f"extraction traffic (distillkit.testing.extraction, seed {args.seed}): {len(stream)} training messages, "
-        f"{len(tests)} test messages, {args.off_task:.0%} off-task; response_format json_object"
+        f"{len(tests)} test messages, {args.off_task:.0%} of the test and {args.train_off_task:.0%} of the training "
+        "messages off-task; response_format json_object"
     )
     settings = dataclasses.replace(demo.local_settings(args.epochs), max_length=args.max_length)
     print(

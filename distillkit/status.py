@@ -151,7 +151,7 @@ def guards(acceptance: Acceptance, repeating: bool | None) -> list[str]:
     elif acceptance.status == "fallback":
         out.append("not certified yet: the configured threshold decides; every refused request is explored")
     else:
-        out.append("closed: nothing routes until new labels show otherwise")
+        out.append("closed: nothing routes until new labels show otherwise; every refused request is explored")
     novelty = acceptance.novelty
     if novelty:
         out.append(f"never-seen traffic deferred (mean distance to {novelty['k']} nearest > {novelty['radius']:.3f})")

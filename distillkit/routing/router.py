@@ -241,10 +241,11 @@ class Router:
         """
         if self.explore_rate <= 0 or acceptance is None:
             return
-        if side == "student" and (acceptance.status == "fallback" or probation):
-            # Too few labels to certify anything (or a model on probation): every refused request is
-            # also asked of the student (no teacher call: its answer is there already), so
-            # certification takes requests, not weeks.
+        if side == "student" and (not acceptance.certified or probation):
+            # Nothing certified yet (too few labels, or none that passes: a bound near the budget
+            # needs many), or a model on probation: every refused request is also asked of the
+            # student (no teacher call: its answer is there already), so certification takes
+            # requests, not weeks.
             rate = 1.0
         else:
             few = acceptance.status != "fitted" or (klass is not None and klass in acceptance.blocked)
