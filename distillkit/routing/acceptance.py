@@ -3,10 +3,10 @@
 The user states the share of routed answers that may disagree with the teacher
 (``DISTILLKIT_MAX_ERROR``, per namespace if they want). Every time distillkit learns whether the
 student answered a request as the teacher did, it keeps a :class:`Label`: the routing signals at
-decision time (the similarity of the nearest trained neighbour, that neighbour's answer class)
-and the outcome. Labels come from the promotion gate (held-out points, :mod:`distillkit.training.
-evaluation`), shadow checks and exploration (a small share of would-be-routed requests also
-answered by the other side, in the background).
+decision time (the similarity of the nearest trained neighbour, that neighbour's answer class
+where answers repeat, the student's confidence) and the outcome. Labels come from the promotion
+gate (held-out points, :mod:`distillkit.training.gate`), shadow checks and exploration (requests
+also answered by the other side, in the background).
 
 From its labels each namespace gets an :class:`Acceptance` (:func:`fit`):
 
@@ -22,10 +22,17 @@ From its labels each namespace gets an :class:`Acceptance` (:func:`fit`):
   disagreements among the most similar labels stop one sequence, not all; each runs at an equal
   share of the risk (Bonferroni), and the lowest threshold any reaches is chosen. Where the
   sequences start depends only on how many labels there are, never on their outcomes.
-* **from traffic labels only**: the gate's held-out points come from the training data, whose
-  nearest neighbours are closer and more alike than traffic's (on BANKING77 with unknown intents
-  in traffic, fitting on them let 17% wrong answers through a 10% budget); they block answer
-  classes (below) but certify no threshold.
+* **on one of three signals**: the similarity, the student's own confidence (the lowest token
+  log-probability of its answer, :mod:`distillkit.routing.confidence`), or *either* (a label's
+  larger rank among the labels' similarities and confidences, so a threshold on it accepts a high
+  similarity or a high confidence). Each signal is tried at a third of the risk (Bonferroni) and
+  the one accepting most labels is kept; confidence only where (nearly) every label carries one.
+  A route on confidence is conditional: the student answers first, and its answer is delivered
+  only if its confidence reaches :attr:`Acceptance.min_confidence`.
+* **from every label, the gate's included**: the held-out answers certify a namespace at
+  promotion. (Before, only traffic labels did, because on BANKING77 with unknown intents in traffic
+  fitting on gate labels let 17% wrong answers through a 10% budget; never-seen traffic is now
+  deferred by :mod:`distillkit.routing.novelty` and answers are cross-checked where they repeat.)
 * **locally, per answer class** (the teacher answer of the nearest trained neighbour, hashed): a
   class with enough labels of its own gets its own threshold by the same procedure; a class with
   fewer, whose most recent label is a disagreement, is *blocked* (not routed, even before the
