@@ -35,7 +35,9 @@ From its labels each namespace gets an :class:`Acceptance` (:func:`fit`):
   deferred by :mod:`distillkit.routing.novelty` and answers are cross-checked where they repeat.)
 * **locally, per answer class** (the teacher answer of the nearest trained neighbour, hashed): a
   class with enough labels of its own gets its own threshold by the same procedure; a class with
-  fewer, whose most recent label is a disagreement, is *blocked* (not routed, even before the
+  fewer, whose most recent label is a disagreement, is *blocked* up to that label's similarity
+  plus :data:`BLOCK_MARGIN` (a wrong answer at 0.75 says nothing against a paraphrase at 0.95;
+  not routed there, even before the
   namespace has a fit) until a later label shows the student right there (exploration asks more
   often in such regions). The namespace threshold is fitted on the labels of the classes it
   decides, less each kept class's latest label (the one that decided it is not blocked), so the
@@ -63,6 +65,8 @@ __all__ = ["CONFIDENCE", "Acceptance", "Signal", "check_rate", "fit", "labels_ne
 
 #: One-sided confidence of the bound on the disagreement rate.
 CONFIDENCE = 0.95
+#: A class whose latest label is a disagreement is refused up to that label's similarity plus this.
+BLOCK_MARGIN = 0.05
 
 Status = Literal["fitted", "closed", "fallback"]
 #: What the fitted acceptance routes on: the nearest trained neighbour's similarity, the student's
@@ -134,6 +138,8 @@ class Acceptance:
         labels: labels it was fitted on; ``accepted`` of them at or above ``threshold``, with
             ``errors`` disagreements and ``bound`` the upper bound of their rate.
         classes: answer class → its own threshold, or None where the class is closed.
+        blocked_at: for each blocked class, the similarity of its latest (disagreeing) label: the
+            class is refused up to that similarity plus :data:`BLOCK_MARGIN`.
         blocked: answer classes whose latest label is a disagreement, without enough labels of
             their own for a threshold.
         reason: how it was fitted, in words.
@@ -154,6 +160,7 @@ class Acceptance:
     bound: float | None = None
     classes: dict[str, float | None] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
+    blocked_at: dict[str, float] = field(default_factory=dict)
     fitted_at: float = field(default_factory=time.time)
     signal: Signal = "similarity"
     min_confidence: float | None = None
@@ -175,7 +182,7 @@ class Acceptance:
             if local is None:
                 return False, "answer class over the error budget"
             return (True, "within the error budget") if similarity >= local else (False, "below fitted threshold")
-        if klass is not None and klass in self.blocked:
+        if self.is_blocked(similarity, klass):
             return False, "answer class last answered wrong"
         if self.status == "fallback":
             return None, self.reason
@@ -187,11 +194,17 @@ class Acceptance:
             return True, "within the error budget"
         return False, "below fitted threshold"
 
+    def is_blocked(self, similarity: float, klass: str | None) -> bool:
+        """Whether ``klass`` is refused at ``similarity`` (see :attr:`blocked_at`)."""
+        if klass is None or klass not in self.blocked:
+            return False
+        return similarity <= self.blocked_at.get(klass, math.inf) + BLOCK_MARGIN
+
     def min_confidence_for(self, similarity: float, klass: str | None = None) -> float | None:
         """The confidence the student's answer must reach where :meth:`decide` routes on it, else None."""
         if self.status != "fitted" or self.signal == "similarity" or self.min_confidence is None:
             return None
-        if klass is not None and (klass in self.classes or klass in self.blocked):
+        if klass is not None and (klass in self.classes or self.is_blocked(similarity, klass)):
             return None
         if self.signal == "either" and self.threshold is not None and similarity >= self.threshold:
             return None
@@ -343,6 +356,7 @@ def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFID
             by_class.setdefault(label.answer_class, []).append(label)
     classes: dict[str, float | None] = {}
     blocked: list[str] = []
+    blocked_at: dict[str, float] = {}
 
     # The namespace's acceptance is fitted on the labels of what it decides: not the classes with
     # their own threshold, nor the blocked ones. A class's latest label decides whether it is
@@ -357,6 +371,7 @@ def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFID
             continue
         if not own[-1].agreed:
             blocked.append(klass)
+            blocked_at[klass] = own[-1].similarity
         if len(own) == 1:
             pool.extend(own)
         elif own[-1].agreed:
@@ -400,6 +415,7 @@ def fit(labels: Sequence[Label], *, max_error: float, confidence: float = CONFID
         bound=round(bound, 4) if bound is not None else None,
         classes=classes,
         blocked=blocked,
+        blocked_at=blocked_at,
         signal=signal,
         min_confidence=min_confidence if min_confidence is None or math.isfinite(min_confidence) else None,
     )

@@ -248,7 +248,9 @@ class Router:
             # requests, not weeks.
             rate = 1.0
         else:
-            few = acceptance.status != "fitted" or (klass is not None and klass in acceptance.blocked)
+            few = acceptance.status != "fitted" or acceptance.is_blocked(
+                request.signals.similarity if request.signals else 1.0, klass
+            )
             rate = min(1.0, self.explore_rate * (self.EXPLORE_BOOST if few else 1.0))
         if self._random.random() < rate:
             request.explore = side

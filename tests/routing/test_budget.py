@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distillkit.errors import ConfigError
-from distillkit.routing.acceptance import _binomial_cdf, fit, min_labels, upper_bound
+from distillkit.routing.acceptance import Acceptance, _binomial_cdf, fit, min_labels, upper_bound
 from distillkit.routing.budget import ErrorBudget
 from distillkit.routing.labels import Label
 from distillkit.store import EdgeStore, EmbedderInfo
@@ -180,3 +180,14 @@ def test_a_label_row_keeps_its_confidence_and_old_rows_read() -> None:
     label = Label(0.9, True, "abc", "gate", 12.0, confidence=-0.25)
     assert Label.from_compact(label.compact()) == label
     assert Label.from_compact([0.9, 1, "abc", "gate", 12.0]).confidence is None  # stored before confidence
+
+
+def test_a_disagreement_blocks_its_class_only_near_its_own_similarity() -> None:
+    # Exploration asks the student about refused requests far below the routed ones: a wrong answer
+    # at 0.75 must not refuse a close paraphrase at 0.95 of the same answer class.
+    base = [Label(0.8 + i / 1000, True, f"c{i}") for i in range(200)]
+    accepted = fit([*base, Label(0.75, False, "intent")], max_error=0.1)
+    assert accepted.blocked == ["intent"] and accepted.blocked_at == {"intent": 0.75}
+    assert accepted.decide(0.78, "intent") == (False, "answer class last answered wrong")
+    assert accepted.decide(0.95, "intent") == (True, "within the error budget")
+    assert Acceptance.from_record(accepted.as_record()).is_blocked(0.79, "intent")
