@@ -143,7 +143,7 @@ def guards(acceptance: Acceptance, repeating: bool | None) -> list[str]:
     ``repeating``: whether the namespace's teacher answers repeat (None: not measured yet).
     """
     out = []
-    if acceptance.status == "fitted":
+    if acceptance.certified:
         if acceptance.signal != "confidence" and acceptance.threshold is not None:
             out.append(f"similarity >= {acceptance.threshold:.3f} certified")
         if acceptance.signal != "similarity" and acceptance.min_confidence is not None:

@@ -202,7 +202,7 @@ class Acceptance:
 
     def min_confidence_for(self, similarity: float, klass: str | None = None) -> float | None:
         """The confidence the student's answer must reach where :meth:`decide` routes on it, else None."""
-        if self.status != "fitted" or self.signal == "similarity" or self.min_confidence is None:
+        if not self.certified or self.signal == "similarity" or self.min_confidence is None:
             return None
         if klass is not None and (klass in self.classes or self.is_blocked(similarity, klass)):
             return None

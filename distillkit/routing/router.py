@@ -189,7 +189,7 @@ class Router:
             float(best.score), klass, repeating, self._expected(hits) if repeating else None, min_confidence=sure
         )
         request.student_model = active.model
-        if active.probation and (acceptance is None or acceptance.status != "fitted"):
+        if active.probation and (acceptance is None or not acceptance.certified):
             routed, reason = False, "on probation: not certified yet"
         elif verdict is None:  # too few labels yet: the configured rule decides
             routed, reason = rule_reason is not None, rule_reason or "below threshold"
@@ -248,7 +248,7 @@ class Router:
             # requests, not weeks.
             rate = 1.0
         else:
-            few = acceptance.status != "fitted" or acceptance.is_blocked(
+            few = not acceptance.certified or acceptance.is_blocked(
                 request.signals.similarity if request.signals else 1.0, klass
             )
             rate = min(1.0, self.explore_rate * (self.EXPLORE_BOOST if few else 1.0))
