@@ -13,8 +13,8 @@ library's defaults decide routing, the promotion gate and the error budget.
 
 1. **Stream.** Training messages (split ``train``) go through a wrapped client in namespace
    ``extract``; a training round (``train_now(wait=True)``) runs every ``--round-every`` requests
-   and at the end. LoRA examples are cut at ``--max-length`` tokens (with the chat template a prompt is up
-   to 125 tokens and an answer up to 68: the demo's 96 would cut the prompt).
+   and at the end, with the library's LoRA settings for the packaged student (examples kept whole:
+   with the chat template a prompt is up to 125 tokens and an answer up to 68).
 2. **Test.** Test messages (split ``test``: no text shared with training) go through the trained
    system with capture off.
 
@@ -36,7 +36,6 @@ off-task test requests routed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -79,7 +78,6 @@ def parse() -> argparse.Namespace:
         help="share of off-task requests in the training stream (0: off-task traffic is never seen, like "
         "bench_stream's never-streamed intents; with some, the student learns to refuse them, and routes them rightly)",
     )
-    parser.add_argument("--max-length", type=int, default=256, help="LoRA tokens per example at most (256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logprobs", action="store_true", help="frontier with the student's token log-probabilities")
     parser.add_argument("--dump", help="write every test message's signals as JSON to this file")
@@ -240,11 +238,12 @@ def main() -> None:
         f"{len(tests)} test messages, {args.off_task:.0%} of the test and {args.train_off_task:.0%} of the training "
         "messages off-task; response_format json_object"
     )
-    settings = dataclasses.replace(demo.local_settings(args.epochs), max_length=args.max_length)
+    settings = demo.local_settings(args.epochs)
     print(
-        f"student: {demo.LOCAL_BASE_MODEL} + LoRA ({args.epochs} epoch(s) per round, incremental, max_length "
-        f"{args.max_length}), served by the local student server; a round every {args.round_every} requests and "
-        f"at the end; answers capped at {MAX_TOKENS} tokens; library defaults for routing, the gate and the budget"
+        f"student: {demo.LOCAL_BASE_MODEL} + LoRA (at most {args.epochs} epoch(s) per round, incremental, "
+        f"examples up to {settings.max_length} tokens), served by the local student server; a round every "
+        f"{args.round_every} requests and at the end; answers capped at {MAX_TOKENS} tokens; library defaults "
+        "for routing, the gate and the budget"
     )
     sys.stdout.flush()
 
@@ -281,9 +280,9 @@ def main() -> None:
                     continue
                 rounds_run += 1
                 label = f"round {rounds_run} (after {i + 1} requests)"
-                with demo.TrainingProgress(provider, sys.stderr, label, every=30) as progress:
-                    rounds = distiller.train_now(wait=True, timeout=3600)
-                took = time.perf_counter() - progress.started
+                started = time.perf_counter()
+                rounds = distiller.train_now(wait=True, timeout=3600, progress=sys.stderr)
+                took = time.perf_counter() - started
                 training += took
                 for r in rounds:
                     candidate = r.model or _job_model(provider, r.job_id) or candidate

@@ -15,6 +15,7 @@ that measures the harness and the process overhead, not what a real model costs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import shlex
@@ -37,9 +38,11 @@ def main() -> None:
     parser.add_argument("--base-model", help="local folder or hub id (default: a tiny model built here)")
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the base model's")
+    parser.add_argument("--rank", type=int, default=None, help="default: the base model's")
     parser.add_argument("--device", default=None, help="cuda, cpu (default: cuda when available)")
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the base model's")
+    parser.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
     args = parser.parse_args()
 
     rows = banking77("train")
@@ -61,7 +64,19 @@ def main() -> None:
 
             texts = [t for r in records for t in (r["messages"][1]["content"], r["response"]["content"])]
             base = str(build_tiny_chat_model(Path(folder) / "tiny", [SYSTEM, *texts], vocab_size=2000))
-        settings = LoRASettings(epochs=args.epochs, batch_size=args.batch_size, rank=args.rank, device=args.device)
+        # The library's own defaults for this base model (DISTILLKIT_LORA_* apply), a fixed amount of
+        # work (every epoch: no early stop), and what the command line sets.
+        given = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "rank": args.rank,
+            "device": args.device,
+            "max_batch_tokens": args.max_batch_tokens,
+            "threads": args.threads,
+        }
+        settings = dataclasses.replace(
+            LoRASettings.configured(args.base_model), stop_loss=0.0, **{k: v for k, v in given.items() if v is not None}
+        )
         provider = LoRAFineTuningProvider(Path(folder) / "lora", base_model=base, settings=settings)
         started = time.monotonic()
         job_id = provider.start(dataset.data, base_model=base, namespace="bench")
@@ -77,7 +92,9 @@ def main() -> None:
     per_1000 = m["seconds"] / (m["examples"] * args.epochs) * 1000
     print(f"base model: {m['base_model'] if args.base_model else 'tiny random model (2 layers, built here)'}")
     print(
-        f"device: {m['device']} ({m['dtype']}), LoRA rank {args.rank}, batch {args.batch_size}, {args.epochs} epoch(s)"
+        f"device: {m['device']} ({m['dtype']}, {m['threads']} threads), LoRA rank {settings.rank}, "
+        f"batch {settings.batch_size} (pieces of {settings.max_batch_tokens or 'any number of'} tokens), "
+        f"dropout {settings.dropout}, {args.epochs} epoch(s)"
     )
     print(f"examples: {m['examples']}, steps: {m['steps']}, tokens: {m['trained_tokens']:,}")
     print(f"training (model loaded to adapter saved): {m['seconds']:.1f} s = {per_1000:.1f} s per 1,000 examples")
@@ -89,6 +106,10 @@ def main() -> None:
     gpu = m.get("peak_gpu_bytes")
     print(f", GPU {gpu / 2**20:,.0f} MiB" if gpu else "")
     print("command: python benchmarks/bench_lora.py " + shlex.join(sys.argv[1:]))
+    print(
+        f"lora: examples_per_s={m['examples_per_s']:.3f} step_s={m['step_s']:.2f} "
+        f"first_step_s={m['first_step_s']:.1f} peak_rss_mb={m['peak_rss_bytes'] / 2**20:.0f}"
+    )
 
 
 if __name__ == "__main__":

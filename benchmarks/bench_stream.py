@@ -305,9 +305,9 @@ def main() -> None:
                 if (i + 1) % args.round_every and i + 1 != len(stream):
                     continue
                 label = f"round {len(rounds_out) + 1} (after {i + 1} requests)"
-                with demo.TrainingProgress(provider, sys.stderr, label, every=30) as progress:
-                    rounds = distiller.train_now(wait=True, timeout=3600)
-                took = time.perf_counter() - progress.started
+                started = time.perf_counter()
+                rounds = distiller.train_now(wait=True, timeout=3600, progress=sys.stderr)
+                took = time.perf_counter() - started
                 training += took
                 for r in rounds:
                     evaluation = r.evaluation or {}

@@ -78,13 +78,18 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         }
     finally:
         distiller.close()
+    training = _lora_in_flight(distiller.config)
     if args.json:
+        if training:
+            report = {**report, "_training": training}
         json.dump(report, out, indent=2, sort_keys=True, default=str)
         out.write("\n")
         return 0
     if not report:
         out.write(f"No data yet in {distiller.config.qdrant_url or distiller.config.path}.\n")
         return 0
+    for job_id, line in training.items():
+        out.write(f"training {job_id}: {line}\n")
     header = (
         f"{'namespace':<24}{'stored':>8}{'indexed':>9}{'pending':>9}{'routed':>8}{'saved $':>10}  active model / job"
     )
@@ -141,6 +146,16 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 f"  confidence: {row['unsure']} student answers below the certified confidence went to the teacher\n"
             )
     return 0
+
+
+def _lora_in_flight(config: Any) -> dict[str, str]:
+    """The LoRA jobs still in flight and their progress lines, read from their folders (which a
+    running application does not lock, unlike its embedded store)."""
+    if config.fine_tuning != "lora" or not Path(config.lora_dir).is_dir():
+        return {}
+    from distillkit.training.lora import LoRAFineTuningProvider
+
+    return LoRAFineTuningProvider(config.lora_dir).in_flight()
 
 
 def _shown(value: Any) -> str:
@@ -247,10 +262,18 @@ def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_serve_student(args: argparse.Namespace, out: TextIO) -> int:
+    from distillkit.config import DistillConfig
     from distillkit.student import StudentServer
 
+    adapters = args.adapters or DistillConfig.from_env().lora_dir
     server = StudentServer(
-        args.base, host=args.host, port=args.port, n_threads=args.threads, n_ctx=args.ctx, logprobs=args.logprobs
+        args.base,
+        host=args.host,
+        port=args.port,
+        n_threads=args.threads,
+        n_ctx=args.ctx,
+        logprobs=args.logprobs,
+        adapters=adapters if Path(adapters).is_dir() else None,
     )
     out.write(f"distillkit student: {server.model} on {server.base_url} (Ctrl-C stops it)\n")
     out.flush()
@@ -308,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8011, help="port (default 8011)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")
     serve.add_argument("--ctx", type=int, default=1024, help="context length in tokens (default 1024)")
+    serve.add_argument(
+        "--adapters",
+        default=None,
+        help="LoRA folder whose newest trained adapters are loaded at start (default: DISTILLKIT_LORA_DIR, "
+        "else ./.distillkit-lora, when it exists)",
+    )
     serve.add_argument(
         "--logprobs", action="store_true", help="no effect (every request may ask for logprobs); kept for old scripts"
     )

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from distillkit._process_hooks import register
 from distillkit.capture.sink import Captured, CaptureSink
@@ -114,6 +114,8 @@ class Distiller:
                 if config.distilled_base_url
                 else SameClientProvider()
             )
+        if isinstance(llm_provider, CompatibleServerProvider) and llm_provider.register_again is None:
+            llm_provider.register_again = self._register_again
         self._stats = Stats()
         # Counters are saved per Distiller instance so that `distillkit status`, run in another
         # process, can add up what every process routed and saved: as files beside an embedded
@@ -314,6 +316,12 @@ class Distiller:
                     )
         return self._trainer
 
+    def _register_again(self, model: str) -> bool:
+        """A student server answered 404 for ``model``: the fine-tuning provider registers it again
+        where it can (a LoRA adapter of its own)."""
+        again = getattr(self.trainer.fine_tuning_provider, "register_again", None)
+        return bool(again(model)) if again is not None else False
+
     def start(self) -> None:
         """Start the training scheduler thread: a round every ``config.train_every`` seconds."""
         from distillkit.training import TrainingScheduler
@@ -332,7 +340,12 @@ class Distiller:
             self._scheduler.stop(timeout)
 
     def train_now(
-        self, namespace: str | None = None, *, wait: bool = False, timeout: float | None = None
+        self,
+        namespace: str | None = None,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        progress: bool | TextIO = True,
     ) -> list[TrainingRound]:
         """Run a training round now: poll jobs in flight, start jobs where enough data waits.
 
@@ -343,11 +356,21 @@ class Distiller:
             wait: return only when the jobs started or polled here have ended and their points
                 are flipped (or ``timeout`` ran out).
             timeout: seconds to wait at most, with ``wait``.
+            progress: with ``wait``, show the jobs' progress (phase, step/total, loss, examples per
+                second, ETA): one line redrawn on standard error when it is a terminal (or on the
+                stream given), else ``distillkit`` log lines at INFO. False: nothing.
         """
         self.flush(timeout)
         rounds = self.trainer.tick(namespace)
         if wait:
-            rounds = self.trainer.wait(rounds, timeout=timeout)
+            from distillkit.training.progress import ProgressLine
+
+            line = None if progress is False else ProgressLine(None if progress is True else progress)
+            try:
+                rounds = self.trainer.wait(rounds, timeout=timeout, progress=line)
+            finally:
+                if line is not None:
+                    line.close()
         return rounds
 
     def close(self) -> None:

@@ -8,13 +8,19 @@ model, are in :mod:`distillkit.training.providers`.)
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from distillkit._context import internal_call
 
 __all__ = ["STUDENT_TIMEOUT", "CompatibleServerProvider", "LLMProvider", "SameClientProvider"]
+
+logger = logging.getLogger("distillkit")
 
 
 class LLMProvider(ABC):
@@ -82,6 +88,10 @@ class CompatibleServerProvider(LLMProvider):
         self.base_url = base_url
         self._api_key = api_key or "not-needed"
         self._timeout = timeout
+        #: Called with a model the server answered 404 for; True when it registered it again (a
+        #: restarted student server forgets the adapters loaded into it). Set by the Distiller.
+        self.register_again: Callable[[str], bool] | None = None
+        self._tried: dict[str, float] = {}
         self._sync: Any = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
@@ -106,9 +116,35 @@ class CompatibleServerProvider(LLMProvider):
         return self._sync
 
     def create(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        import openai
+
         with internal_call():
-            return self._client(False).chat.completions.create(**kwargs)
+            try:
+                return self._client(False).chat.completions.create(**kwargs)
+            except openai.NotFoundError:
+                if not self._registered_again(str(kwargs.get("model"))):
+                    raise
+                return self._client(False).chat.completions.create(**kwargs)
 
     async def acreate(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        import openai
+
         with internal_call():
-            return await self._client(True).chat.completions.create(**kwargs)
+            try:
+                return await self._client(True).chat.completions.create(**kwargs)
+            except openai.NotFoundError:
+                if not await asyncio.to_thread(self._registered_again, str(kwargs.get("model"))):
+                    raise
+                return await self._client(True).chat.completions.create(**kwargs)
+
+    def _registered_again(self, model: str) -> bool:
+        """Register ``model`` with the server again, at most once a minute per model."""
+        now = time.monotonic()
+        if self.register_again is None or now - self._tried.get(model, -math.inf) < 60.0:
+            return False
+        self._tried[model] = now
+        try:
+            return self.register_again(model)
+        except Exception as exc:  # the teacher answers this request; the warning says why
+            logger.warning("distillkit: could not register %s with the student server again: %s", model, exc)
+            return False

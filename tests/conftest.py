@@ -12,6 +12,14 @@ from distillkit import DistillConfig, Distiller, intercept
 from distillkit.testing import Simulator
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The LoRA workers' base-model cache: one per test session, never the user's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTILLKIT_CACHE_DIR", str(tmp_path_factory.mktemp("distillkit-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no patches, no wrapped clients and a default store in a temp folder."""

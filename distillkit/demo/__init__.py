@@ -32,7 +32,6 @@ from distillkit.demo.local import (
     local_student,
     short_answer,
 )
-from distillkit.demo.progress import TrainingProgress
 from distillkit.demo.real import RealDemoResult, run_real
 from distillkit.demo.sample import TEACHER, load_sample
 from distillkit.demo.simulated import SYSTEM, DemoResult, canned_answer, run
@@ -46,7 +45,6 @@ __all__ = [
     "TEACHER",
     "DemoResult",
     "RealDemoResult",
-    "TrainingProgress",
     "canned_answer",
     "load_sample",
     "local_missing",

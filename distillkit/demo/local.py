@@ -52,20 +52,13 @@ def short_answer(intent: str) -> str:
 
 
 def local_settings(epochs: int = 2) -> Any:
-    """LoRA settings for SmolLM2-135M on a CPU (measured: 20-25 steps of batch 8 learn 10 intents)."""
+    """LoRA settings for SmolLM2-135M on this CPU: the library's defaults for it (``DISTILLKIT_LORA_*``
+    apply), at most ``epochs`` epochs, never a model hub."""
+    import dataclasses
+
     from distillkit.training.lora import LoRASettings
 
-    return LoRASettings(
-        rank=16,
-        alpha=32,
-        epochs=epochs,
-        learning_rate=1e-3,
-        batch_size=8,
-        max_length=96,
-        dropout=0.0,
-        device="cpu",
-        local_files_only=True,
-    )
+    return dataclasses.replace(LoRASettings.configured(LOCAL_BASE_MODEL), epochs=epochs, local_files_only=True)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from typing import Any, TextIO
 import distillkit
 from distillkit.config import DistillConfig
 from distillkit.demo.local import LOCAL_BASE_MODEL, MAX_TOKENS, REAL_SYSTEM, local_settings, local_student, short_answer
-from distillkit.demo.progress import TrainingProgress
 from distillkit.demo.sample import TEACHER, RunResult, group_by_intent, load_sample
 from distillkit.distiller import Distiller
 
@@ -140,9 +139,9 @@ def run_real(
                 else:
                     out.write(line + "  training...\n")
                     out.flush()
-                    with TrainingProgress(provider, out, f"round {len(result.rounds) + 1}") as progress:
-                        rounds = distiller.train_now(wait=True, timeout=1800)
-                    took = time.perf_counter() - progress.started
+                    round_started = time.perf_counter()
+                    rounds = distiller.train_now(wait=True, timeout=1800, progress=out)
+                    took = time.perf_counter() - round_started
                     result.train_seconds += took
                     row["train_seconds"] = took
                     row["jobs"] = [(r.status, r.examples, r.held_out, r.evaluation) for r in rounds]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +13,7 @@ from typing import Any
 
 from distillkit.student.engine import Engine, EngineError, UnknownModel
 from distillkit.training.lora.base_models import SMOLLM2
+from distillkit.training.lora.provider import trained_adapters
 
 __all__ = ["StudentServer"]
 
@@ -41,6 +43,9 @@ class StudentServer:
         n_threads: CPU threads (default: llama.cpp's).
         logprobs: accepted for compatibility and ignored: every request may ask for ``logprobs``.
         api_key: when set, requests must carry it as a bearer token.
+        adapters: a LoRA folder (``DISTILLKIT_LORA_DIR``): the newest adapters trained there on
+            this base model are loaded at start, so a restarted server answers for the active model
+            at once (clients also register a lost adapter again on its first 404).
 
     Example:
         >>> with StudentServer("smollm2-135m") as student:  # doctest: +SKIP
@@ -58,15 +63,29 @@ class StudentServer:
         n_threads: int | None = None,
         logprobs: bool = False,
         api_key: str | None = None,
+        adapters: str | os.PathLike[str] | None = None,
     ) -> None:
         self.engine = Engine(base_model, n_ctx=n_ctx, n_threads=n_threads, logprobs=logprobs)
         try:
             self._http = ThreadingHTTPServer((host, port), _handler(self.engine, api_key))
+            if adapters is not None:
+                self._load_trained(adapters)
         except BaseException:
             self.engine.close()
             raise
         self._http.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    def _load_trained(self, work_dir: str | os.PathLike[str]) -> None:
+        """Load the newest succeeded adapters of a LoRA folder (a restart forgets those loaded by
+        ``POST /v1/load_lora_adapter``); one that fails to load is logged and skipped."""
+        for path in trained_adapters(work_dir, self.engine.base_gguf):
+            try:
+                self.engine.load_adapter(path.parent.name, path)
+            except EngineError as exc:
+                logger.warning("distillkit student: adapter %s not loaded: %s", path.parent.name, exc)
+            else:
+                logger.info("distillkit student: loaded adapter %s from %s", path.parent.name, work_dir)
 
     @property
     def base_url(self) -> str:

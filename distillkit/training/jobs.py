@@ -170,6 +170,13 @@ class JobKeeper:
             probation = False
             if outcome == "succeeded" and record.get("held_out") and self.student is not None:
                 assert status.model is not None
+                logger.info(
+                    "distillkit: %s: job %s trained; the promotion gate asks %s on %d held-out points",
+                    ns,
+                    job_id,
+                    status.model,
+                    len(record["held_out"]),
+                )
                 try:
                     evaluation, labels = judge_candidate(
                         store,

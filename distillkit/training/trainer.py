@@ -43,6 +43,7 @@ from distillkit.training.rounds import ENDED, TrainingRound, failed, from_histor
 if TYPE_CHECKING:
     from distillkit.config import DistillConfig
     from distillkit.store.base import Store
+    from distillkit.training.progress import ProgressLine
 
 __all__ = ["Trainer", "TrainingRound"]
 
@@ -163,7 +164,9 @@ class Trainer(JobKeeper):
                     rounds.append(failed(ns, "poll a job", exc, job_id=record.get("job_id")))
             return rounds
 
-    def wait(self, rounds: Sequence[TrainingRound], timeout: float | None = None) -> list[TrainingRound]:
+    def wait(
+        self, rounds: Sequence[TrainingRound], timeout: float | None = None, progress: ProgressLine | None = None
+    ) -> list[TrainingRound]:
         """Poll until every job of ``rounds`` has ended and been finished, or ``timeout`` runs out.
 
         Starts no new job. Sleeps between polls grow from 0.05 s to 2 s.
@@ -171,6 +174,7 @@ class Trainer(JobKeeper):
         Args:
             rounds: what :meth:`tick` returned; rounds without a job in flight pass through.
             timeout: seconds to wait at most (None: until the jobs end).
+            progress: shows each job's latest progress while waiting.
 
         Returns:
             The rounds, those of the jobs waited for replaced by their latest state.
@@ -194,6 +198,8 @@ class Trainer(JobKeeper):
                 results[i] = latest
                 if latest.status in ENDED:
                     del waiting[i]
+                elif progress is not None:
+                    progress.show(f"{latest.namespace}: {latest.reason or latest.status}")
         return results
 
     # --- what the CLI shows -----------------------------------------------------------------

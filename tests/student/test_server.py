@@ -17,9 +17,12 @@ import openai
 import pytest
 
 from distillkit.errors import TrainingError
+from distillkit.serving import CompatibleServerProvider
 from distillkit.student import SMOLLM2, StudentServer
-from distillkit.training.lora import VLLMServer
+from distillkit.training.lora import LoRAFineTuningProvider, VLLMServer
+from distillkit.training.lora.files import write_json
 from distillkit.training.lora.gguf import LoRAConversionError, convert_peft_to_gguf
+from distillkit.training.lora.provider import trained_adapters
 
 for _module in ("llama_cpp", "gguf", "safetensors"):
     pytest.importorskip(_module)
@@ -102,3 +105,49 @@ def test_the_converter_rejects_an_adapter_that_does_not_fit_the_base(student: St
     other = random_adapter(tmp_path / "big", layers=31)  # SmolLM2-135M has 30 layers
     with pytest.raises(LoRAConversionError, match=r"blk\.30"):
         convert_peft_to_gguf(other, student.engine.base_gguf, tmp_path / "out.gguf")
+
+
+def trained_job(work_dir: Path, job_id: str, base_gguf: Path, finished_at: float) -> Path:
+    """A job folder as the LoRA provider leaves a succeeded job (its adapter random)."""
+    folder = work_dir / job_id
+    random_adapter(folder / "adapter")
+    write_json(folder / "job.json", {"job_id": job_id, "base_model": str(base_gguf), "settings": {}})
+    write_json(folder / "status.json", {"state": "succeeded", "model": job_id, "updated_at": finished_at})
+    return folder
+
+
+def test_a_restarted_student_server_answers_for_the_adapters_trained_before(
+    student: StudentServer, client: openai.OpenAI, tmp_path: Path
+) -> None:
+    work = tmp_path / "lora"
+    trained_job(work, "distillkit-default-000000000001", student.engine.base_gguf, finished_at=1.0)
+    trained_job(work, "distillkit-default-000000000002", student.engine.base_gguf, finished_at=2.0)
+    elsewhere = trained_job(work, "distillkit-default-000000000003", tmp_path / "other.gguf", finished_at=3.0)
+    assert trained_adapters(work, student.engine.base_gguf, limit=1) == [
+        work / "distillkit-default-000000000002" / "adapter"
+    ]
+    assert elsewhere / "adapter" not in trained_adapters(work, student.engine.base_gguf)
+
+    with StudentServer(SMOLLM2, n_ctx=512, adapters=work) as restarted:
+        served = {m.id for m in openai.OpenAI(base_url=restarted.base_url, api_key="-").models.list()}
+    assert {"distillkit-default-000000000001", "distillkit-default-000000000002"} <= served
+    assert "distillkit-default-000000000003" not in served
+
+
+def test_a_student_that_lost_an_adapter_gets_it_registered_again_once(
+    student: StudentServer, client: openai.OpenAI, tmp_path: Path
+) -> None:
+    job = "distillkit-default-00000000000a"
+    trained_job(tmp_path / "lora", job, student.engine.base_gguf, finished_at=1.0)
+    provider = LoRAFineTuningProvider(tmp_path / "lora", base_model=SMOLLM2, server=student.base_url)
+    serving = CompatibleServerProvider(student.base_url)
+    request = {"model": job, "messages": FRANCE, "max_tokens": 4}
+    with pytest.raises(openai.NotFoundError):  # the server never had it, and nobody can register it
+        serving.create(None, request)
+
+    serving.register_again = provider.register_again
+    assert serving.create(None, request).model == job  # 404, registered again, answered
+    VLLMServer(student.base_url).unload_adapter(job)  # the server forgets it (a restart)
+    with pytest.raises(openai.NotFoundError):  # tried again within the minute: no loop of registrations
+        serving.create(None, request)
+    VLLMServer(student.base_url).unload_adapter(job)

@@ -288,7 +288,9 @@ def test_a_restarted_application_follows_a_job_an_earlier_process_started(
     again = provider(tmp_path, tiny_model, longer)
     running = again.poll(job_id)
     assert running.status == "running"
-    assert re.fullmatch(r"step \d+/240, loss \d+\.\d{4}", running.progress or ""), running.progress
+    assert re.fullmatch(
+        r"training step \d+/240, loss \d+\.\d{3}, [\d.]+ examples/s, ETA \d+ s", running.progress or ""
+    ), running.progress
     assert wait_done(again, job_id).succeeded
 
 

@@ -36,7 +36,8 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,15 @@ class LoRASettings:
         learning_rate: peak learning rate (AdamW, linear decay to 0 after a short warm-up).
         batch_size: examples per optimiser step.
         max_length: tokens per example at most; a longer prompt loses its oldest tokens, the answer
-            is kept.
+            is kept. A bound for outliers, not a length every example pays: batches are grouped by
+            length and padded to their own longest example.
+        max_batch_tokens: padded tokens held in memory at once; a larger batch is trained in pieces
+            whose gradients add up (same result, bounded activation memory). None: the whole batch.
+        stop_loss: stop once the mean answer-token loss of the last quarter-epoch of steps is below
+            this (in the first epoch, the loss on examples not yet trained on): training stops when
+            it has learnt, ``epochs`` is then the most it runs. 0: every epoch.
+        threads: CPU threads of the training process (default: the cores it may run on). Lower it
+            when the application, the student server or a second job share the cores.
         seed: for the shuffling and the adapter's initial weights.
         device: ``"cuda"``, ``"cpu"``, ... (default: CUDA when available).
         local_files_only: never contact a model hub (the base model must be a local folder or in
@@ -108,28 +117,77 @@ class LoRASettings:
     learning_rate: float = 2e-4
     batch_size: int = 8
     max_length: int = 2048
+    max_batch_tokens: int | None = None
+    stop_loss: float = 0.0
+    threads: int | None = None
     seed: int = 0
     device: str | None = None
     local_files_only: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
+        for name in ("rank", "alpha", "epochs", "batch_size", "max_length", "max_batch_tokens", "threads"):
             value = getattr(self, name)
+            if value is None and name in ("max_batch_tokens", "threads"):
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"LoRASettings.{name}={value!r} must be an integer >= 1.", variable=name)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"LoRASettings.dropout={self.dropout!r} is outside [0, 1).", variable="dropout")
+        if self.stop_loss < 0.0:
+            raise ConfigError(f"LoRASettings.stop_loss={self.stop_loss!r} is negative.", variable="stop_loss")
         if not self.learning_rate > 0:
             raise ConfigError(
                 f"LoRASettings.learning_rate={self.learning_rate!r} is not positive.", variable="learning_rate"
             )
 
     @classmethod
+    def configured(cls, base_model: str | None, environ: Mapping[str, str] | None = None) -> LoRASettings:
+        """The defaults for ``base_model`` (:meth:`small_cpu` for a packaged one), then every
+        ``DISTILLKIT_LORA_<FIELD>`` variable set in ``environ`` (default: the process environment).
+
+        Raises:
+            ConfigError: a variable's value is not of its field's kind, naming the variable.
+        """
+        environ = os.environ if environ is None else environ
+        packaged = base_model is not None and local_model(base_model) is not None
+        defaults = cls.small_cpu() if packaged else cls()
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            variable = f"DISTILLKIT_LORA_{field.name.upper()}"
+            raw = (environ.get(variable) or "").strip()
+            if not raw or field.name == "local_files_only":
+                continue
+            kind = type(getattr(defaults, field.name))
+            if field.name in ("target_modules", "device"):
+                values[field.name] = raw if "," not in raw else tuple(m.strip() for m in raw.split(","))
+            elif raw.lower() in ("none", "auto") and field.name in ("max_batch_tokens", "threads"):
+                values[field.name] = None
+            else:
+                try:
+                    values[field.name] = (float if kind is float else int)(raw)
+                except ValueError:
+                    raise ConfigError(
+                        f"{variable}={raw!r} is not a number.",
+                        variable=variable,
+                        fix=f"Use {'a number' if kind is float else 'an integer'}, or unset it for "
+                        f"the default ({getattr(defaults, field.name)}).",
+                    ) from None
+        try:
+            return replace(defaults, **values)
+        except ConfigError as exc:
+            variable = f"DISTILLKIT_LORA_{(exc.variable or '').upper()}"
+            raise ConfigError(f"{variable}: {exc}", variable=variable) from None
+
+    @classmethod
     def small_cpu(cls, **overrides: Any) -> LoRASettings:
         """Settings for a ~100M-parameter model such as ``smollm2-135m`` trained on a CPU.
 
-        A higher learning rate and short examples: 20-30 steps learn a canned answer per
-        intent. The default when the base model is a packaged one (:data:`SMOLLM2`).
+        A higher learning rate, no dropout (each LoRA layer would copy its input), and training
+        that stops once the answers of examples it has not trained on are predicted (``stop_loss``
+        0.05, at most 2 epochs). Examples up to 1,024 tokens are kept whole; a batch is trained
+        in pieces of at most 1,024 padded tokens, which bounds the activations (about 4 MB per
+        token for SmolLM2-135M in float32). The default when the base model is a packaged one
+        (:data:`SMOLLM2`). Measured figures: ``docs/training.md``.
         """
         values: dict[str, Any] = {
             "rank": 16,
@@ -138,7 +196,9 @@ class LoRASettings:
             "epochs": 2,
             "learning_rate": 1e-3,
             "batch_size": 8,
-            "max_length": 128,
+            "max_length": 1024,
+            "max_batch_tokens": 1024,
+            "stop_loss": 0.05,
             "device": "cpu",
         }
         return cls(**{**values, **overrides})
@@ -190,8 +250,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
         self.work_dir = Path(work_dir).expanduser().resolve()
         self.base_model = base_model
         self.server = VLLMServer(server) if isinstance(server, str) else server
-        packaged = base_model is not None and local_model(base_model) is not None
-        self.settings = settings or (LoRASettings.small_cpu() if packaged else LoRASettings())
+        self.settings = settings or LoRASettings.configured(base_model)
         self.python = python or sys.executable
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -290,6 +349,32 @@ class LoRAFineTuningProvider(FineTuningProvider):
             raise ValueError(f"{job_id!r} is not a LoRA job id")
         return self.work_dir / job_id
 
+    def progress(self, job_id: str) -> str | None:
+        """The job's latest progress line (phase; step/total, loss, examples/s, ETA), read-only."""
+        status = read_json(self.job_dir(job_id) / STATUS)
+        return None if status is None else _progress(status)
+
+    def register_again(self, model: str) -> bool:
+        """Register the adapter of job ``model`` with the server again (a restarted server has lost
+        it); False when there is no server, no such job or no adapter. Raises :class:`TrainingError`
+        when the server refuses."""
+        if self.server is None or not _is_job_id(model) or not (self.job_dir(model) / ADAPTER).is_dir():
+            return False
+        self.server.load_adapter(model, self.job_dir(model) / ADAPTER)
+        logger.warning("distillkit: the student server had lost adapter %s; registered it again", model)
+        return True
+
+    def in_flight(self) -> dict[str, str]:
+        """The jobs of this folder that have not ended, oldest first, with their progress lines."""
+        found = []
+        for folder in self.work_dir.glob("distillkit-*") if self.work_dir.is_dir() else ():
+            status = read_json(folder / STATUS) if _is_job_id(folder.name) else None
+            if status is None or status.get("state") in _TERMINAL:
+                continue
+            if status.get("state") == "trained" or self._alive(folder.name):
+                found.append((float(status.get("updated_at") or 0), folder.name, _progress(status) or "queued"))
+        return {job_id: line for _, job_id, line in sorted(found)}
+
     def metrics(self, job_id: str) -> dict[str, Any] | None:
         """What the training process measured (losses, seconds, examples, tokens, peak memory)."""
         return read_json(self.job_dir(job_id) / METRICS)
@@ -365,18 +450,43 @@ class LoRAFineTuningProvider(FineTuningProvider):
     @staticmethod
     def _status(status: dict[str, Any]) -> JobStatus:
         state: JobState = _STATES.get(str(status.get("state")), "failed")
-        progress = status.get("progress")
-        if progress is None and isinstance(status.get("loss"), (int, float)):
-            progress = f"step {status.get('step')}/{status.get('total_steps')}, loss {status['loss']:.4f}"
-        elif progress is None:
-            progress = status.get("phase")
         return JobStatus(
             state,
             model=status.get("model") if state == "succeeded" else None,
             error=status.get("error"),
             trained_tokens=status.get("trained_tokens"),
-            progress=progress,
+            progress=_progress(status),
         )
+
+
+def trained_adapters(work_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[str], limit: int = 4) -> list[Path]:
+    """The adapter folders of the newest ``limit`` succeeded jobs in ``work_dir`` trained on
+    ``base_gguf``: what a (re)started student server loads, so the active model answers at once."""
+    found = []
+    for folder in Path(work_dir).glob("distillkit-*") if Path(work_dir).is_dir() else ():
+        status, spec = read_json(folder / STATUS), read_json(folder / SPEC)
+        if not status or not spec or status.get("state") != "succeeded" or not (folder / ADAPTER).is_dir():
+            continue
+        if Path(str(spec.get("base_model"))).name == Path(base_gguf).name:
+            found.append((float(status.get("updated_at") or 0), folder / ADAPTER))
+    return [path for _, path in sorted(found, reverse=True)[:limit]]
+
+
+def _progress(status: dict[str, Any]) -> str | None:
+    """A job folder's status as one line: the phase; while training, step/total, loss, examples per second, ETA."""
+    if status.get("progress") is not None:
+        return str(status["progress"])
+    if status.get("state") == "trained":
+        return "registering the adapter with the student server"
+    phase = status.get("phase")
+    if phase != "training" or not isinstance(status.get("loss"), (int, float)):
+        return phase
+    line = f"training step {status.get('step')}/{status.get('total_steps')}, loss {status['loss']:.3f}"
+    if isinstance(status.get("examples_per_s"), (int, float)):
+        line += f", {status['examples_per_s']:.1f} examples/s"
+    if isinstance(status.get("eta_s"), (int, float)):
+        line += f", ETA {status['eta_s']:.0f} s"
+    return line
 
 
 def _is_job_id(name: str) -> bool:

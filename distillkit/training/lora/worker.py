@@ -15,12 +15,14 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 from distillkit.training.lora.base_models import with_system_prompt
@@ -96,30 +98,157 @@ def encode(
     return prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids
 
 
+def batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches, length-grouped: shuffled, sorted by length within windows of 16
+    batches (so a batch pads little), then the batches shuffled again."""
+    import random
+
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 16
+    out: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lengths.__getitem__)
+        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def answer_loss(model: Any, input_ids: Any, mask: Any, labels: Any) -> tuple[Any, int]:
+    """Summed cross-entropy over the answer tokens, and their count; the output layer is applied
+    to those positions only.
+
+    A causal LM's output layer over the whole sequence is a fifth of a small model's compute and
+    most of its activation memory (batch x length x vocabulary); only the answer's positions carry a
+    loss. Falls back to the model's own loss for a model without the usual decoder / head split.
+    """
+    import torch.nn.functional as F
+
+    keep = labels[:, 1:] != IGNORE
+    count = int(keep.sum())
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = getattr(base, "get_decoder", lambda: None)(), base.get_output_embeddings()
+    if decoder is None or head is None:
+        return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss * count, count
+    hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+    logits = head(hidden[:, :-1][keep]).float()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:
+        logits = (logits / cap).tanh() * cap
+    return F.cross_entropy(logits, labels[:, 1:][keep], reduction="sum"), count
+
+
+def micro_batches(batch: list[tuple[list[int], list[int]]], max_tokens: int) -> list[list[tuple[list[int], list[int]]]]:
+    """``batch`` (sorted by length) cut so each piece pads to at most ``max_tokens`` tokens.
+
+    The gradients of the pieces add up to the whole batch's, so an optimiser step sees the
+    batch size asked for while the activations held at once stay bounded (a long example goes alone).
+    """
+    pieces: list[list[tuple[list[int], list[int]]]] = [[]]
+    for example in sorted(batch, key=lambda e: len(e[0])):
+        if pieces[-1] and len(example[0]) * (len(pieces[-1]) + 1) > max_tokens:
+            pieces.append([])
+        pieces[-1].append(example)
+    return pieces
+
+
+def tensors(batch: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> tuple[Any, Any, Any]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` of a batch, on ``device``."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        mask[row, : len(ids)] = 1
+    return input_ids.to(device), mask.to(device), labels.to(device)
+
+
+class Progress:
+    """Training progress as the job reports it: step, loss, examples per second, ETA; and when to stop.
+
+    ``stop_loss``: training has learnt once the mean loss of the last ``window`` steps, all in the
+    first epoch, is below it. Each first-epoch batch's loss is measured before the model trains on
+    it, so it is the loss on examples the adapter has not seen: stopping there means the answers
+    are predicted, not memorised (a low loss in a later epoch says nothing of the kind, and never
+    stops training). 0 trains every epoch.
+    """
+
+    def __init__(self, job: Job, total: int, per_epoch: int, stop_loss: float, created_at: float) -> None:
+        self.job, self.total, self.stop_loss = job, total, stop_loss
+        self.window = max(3, math.ceil(per_epoch / 4))
+        self.created_at = created_at
+        self.losses: list[float] = []
+        self.fresh = 0  # steps taken in the first epoch
+        self.examples = 0
+        self.tokens = 0
+        self.started = time.monotonic()
+        self.first_step_s: float | None = None
+
+    @property
+    def step(self) -> int:
+        return len(self.losses)
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def add(self, loss: float, examples: int, tokens: int, *, fresh: bool = True) -> None:
+        self.losses.append(loss)
+        self.fresh += fresh
+        self.examples += examples
+        self.tokens += tokens
+        if self.first_step_s is None:
+            self.first_step_s = time.time() - self.created_at
+        rate = self.examples / max(self.seconds, 1e-9)
+        per_step = self.seconds / self.step
+        self.job.report(
+            "running",
+            phase="training",
+            step=self.step,
+            total_steps=self.total,
+            loss=loss,
+            trained_tokens=self.tokens,
+            examples_per_s=round(rate, 3),
+            eta_s=round(per_step * (self.total - self.step), 1),
+        )
+
+    def learnt(self) -> bool:
+        recent = self.losses[-self.window :]
+        in_first_epoch = self.fresh == self.step and self.step >= self.window
+        return self.stop_loss > 0 and in_first_epoch and mean(recent) < self.stop_loss
+
+
+def log(message: str) -> None:
+    """A phase line in the job's ``train.log``."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
 def train(job: Job) -> dict[str, Any]:
     """Train the adapter; returns the metrics. Raises Cancelled when asked to stop."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     settings = job.settings
     base = job.spec["base_model"]
-    local = bool(settings.get("local_files_only"))
+    threads = int(settings.get("threads") or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
     torch.manual_seed(int(settings["seed"]))
     device = settings.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     started = time.monotonic()
 
     job.report("running", phase="loading the base model")
-    # A .gguf base (a packaged model such as smollm2-135m) is loaded from its folder, dequantised.
-    where = {"gguf_file": Path(base).name} if base.endswith(".gguf") else {}
-    source = str(Path(base).parent) if where else base
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local, **where)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"the tokenizer of {base} has no chat template; use an instruct / chat model")
+    log(f"loading the base model {base} ({device}, {threads} threads)")
+    tokenizer, model = load_base(base, dtype, bool(settings.get("local_files_only")))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError(f"the tokenizer of {base} has neither a pad nor an end-of-sequence token")
+    job.report("running", phase="tokenising")
     lines = (job.folder / DATA).read_text(encoding="utf-8").splitlines()
     system_prompt = job.spec.get("system_prompt")
     features = [
@@ -130,9 +259,11 @@ def train(job: Job) -> dict[str, Any]:
     features = [f for f in features if any(label != IGNORE for label in f[1])]
     if not features:
         raise ValueError("no example has an answer to learn")
+    lengths = [len(ids) for ids, _ in features]
+    median = sorted(lengths)[len(lengths) // 2]
+    log(f"tokenised {len(features)} examples: {median} tokens median, {max(lengths)} longest")
     job.check()
 
-    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local, **where)
     model = model.to(device)
     if job.spec.get("init_adapter"):
         model = PeftModel.from_pretrained(model, job.spec["init_adapter"], is_trainable=True)
@@ -152,65 +283,122 @@ def train(job: Job) -> dict[str, Any]:
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(parameters, lr=float(settings["learning_rate"]), weight_decay=0.0)
     batch_size = int(settings["batch_size"])
+    max_tokens = int(settings.get("max_batch_tokens") or 1 << 30)
     per_epoch = math.ceil(len(features) / batch_size)
     total = per_epoch * int(settings["epochs"])
     warmup = max(1, total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
-    generator = torch.Generator().manual_seed(int(settings["seed"]))
-    losses: list[float] = []
-    tokens = 0
-    step = 0
+    progress = Progress(
+        job, total, per_epoch, float(settings.get("stop_loss") or 0.0), job.spec.get("created_at", time.time())
+    )
     job.report("running", phase="training", step=0, total_steps=total)
-    for _epoch in range(int(settings["epochs"])):
-        order = torch.randperm(len(features), generator=generator).tolist()
-        for start in range(0, len(order), batch_size):
+    log(f"training: {total} steps of {batch_size} examples at most")
+    for epoch in range(int(settings["epochs"])):
+        for batch_ids in batches(lengths, batch_size, int(settings["seed"]), epoch):
             job.check()
-            batch = [features[i] for i in order[start : start + batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, labs) in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, : len(labs)] = torch.tensor(labs)
-                mask[row, : len(ids)] = 1
-            loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-            loss.backward()
+            batch = [features[i] for i in batch_ids]
+            pieces = [tensors(piece, pad_id, device) for piece in micro_batches(batch, max_tokens)]
+            count = sum(int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in pieces)
+            loss_sum = 0.0
+            for input_ids, mask, labels in pieces:
+                piece_loss, _ = answer_loss(model, input_ids, mask, labels)
+                (piece_loss / count).backward()
+                loss_sum += float(piece_loss.detach())
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimiser.step()
             schedule.step()
             optimiser.zero_grad(set_to_none=True)
-            step += 1
-            tokens += int(mask.sum())
-            losses.append(float(loss.detach()))
-            job.report(
-                "running", phase="training", step=step, total_steps=total, loss=losses[-1], trained_tokens=tokens
-            )
+            tokens = sum(int(mask.sum()) for _, mask, _ in pieces)
+            progress.add(loss_sum / max(count, 1), len(batch), tokens, fresh=epoch == 0)
+            if progress.learnt():
+                break
+        if progress.learnt():
+            log(f"learnt at step {progress.step}: mean loss of the last {progress.window} steps < {progress.stop_loss}")
+            break
+    train_seconds = progress.seconds
+    log(f"trained {progress.step} steps in {train_seconds:.1f} s ({progress.examples / train_seconds:.2f} examples/s)")
     job.check()
     model.save_pretrained(job.folder / ADAPTER)
     tokenizer.save_pretrained(job.folder / ADAPTER)
-    if where:  # llama.cpp serves a GGUF base: the adapter goes beside the peft one, converted
+    if base.endswith(".gguf"):  # llama.cpp serves a GGUF base: the adapter goes beside the peft one, converted
         from distillkit.training.lora.gguf import ADAPTER_GGUF, convert_peft_to_gguf
 
-        job.report("running", phase="converting the adapter for llama.cpp", step=step, total_steps=total)
+        job.report("running", phase="converting the adapter for llama.cpp", step=progress.step, total_steps=total)
+        log("converting the adapter for llama.cpp")
         convert_peft_to_gguf(job.folder / ADAPTER, base, job.folder / ADAPTER / ADAPTER_GGUF)
-    epoch_losses = [sum(losses[i : i + per_epoch]) / len(losses[i : i + per_epoch]) for i in range(0, total, per_epoch)]
+    losses = progress.losses
+    epoch_losses = [mean(losses[i : i + per_epoch]) for i in range(0, len(losses), per_epoch)]
     peak_gpu = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
     return {
         "base_model": base,
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),
+        "threads": threads,
         "examples": len(features),
-        "steps": total,
-        "trained_tokens": tokens,
+        "steps": progress.step,
+        "planned_steps": total,
+        "learnt_early": progress.step < total,
+        "trained_examples": progress.examples,
+        "trained_tokens": progress.tokens,
+        "max_length": max(lengths),
         "losses": losses,
         "epoch_losses": epoch_losses,
         "seconds": time.monotonic() - started,
+        "train_seconds": train_seconds,
+        "examples_per_s": progress.examples / train_seconds,
+        "step_s": train_seconds / progress.step,
+        "first_step_s": progress.first_step_s,
         "peak_gpu_bytes": peak_gpu,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+
+
+def load_base(base: str, dtype: Any, local: bool) -> tuple[Any, Any]:
+    """The tokenizer and model of ``base``.
+
+    A ``.gguf`` base (a packaged model such as smollm2-135m) is dequantised once and kept as
+    safetensors in ``DISTILLKIT_CACHE_DIR`` (default ``~/.cache/distillkit``): converting takes
+    about 20 s on two cores, loading the copy well under a second, so every later job, of any
+    application, reaches its first step sooner.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not base.endswith(".gguf"):
+        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=local)
+        _check_template(tokenizer, base)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=local)
+    gguf = Path(base)
+    stat = gguf.stat()
+    root = Path(os.environ.get("DISTILLKIT_CACHE_DIR") or Path.home() / ".cache" / "distillkit") / "base"
+    cache = root / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if (cache / "config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(cache, local_files_only=True)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(cache, dtype=dtype, local_files_only=True)
+    where = {"gguf_file": gguf.name}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, local_files_only=local, **where)
+    _check_template(tokenizer, base)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, local_files_only=local, **where)
+    # The weights are plain floats once dequantised; only the marker says "gguf", and it blocks saving.
+    model.hf_quantizer = None
+    with contextlib.suppress(AttributeError):
+        del model.config.quantization_config
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+    try:  # written aside and renamed: a concurrent or interrupted job never reads half a copy
+        root.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(cache)
+    except OSError as exc:  # a full disk or a lost race costs speed, never the job
+        log(f"the base model's dequantised copy was not kept ({exc})")
+        shutil.rmtree(partial, ignore_errors=True)
+    return tokenizer, model
+
+
+def _check_template(tokenizer: Any, base: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"the tokenizer of {base} has no chat template; use an instruct / chat model")
 
 
 def main(argv: Sequence[str]) -> int:
