@@ -77,6 +77,9 @@ class DistillConfig:
     base_model: str = DEFAULT_BASE_MODEL
     train_every: float = 3600.0
     training_mode: TrainingMode = "incremental"
+    #: Incremental rounds also train on earlier rounds' examples, this many per new example
+    #: (sampled from the namespace's trained points), so the adapter does not forget them.
+    replay: float = 0.5
     job_timeout: float = 6 * 3600.0
     distilled_base_url: str | None = None
     distilled_api_key: str | None = field(default=None, repr=False)
@@ -244,6 +247,7 @@ class DistillConfig:
             (ENV.PROMOTION_FLOOR, self.promotion_floor, False, False, "0.8"),
             (ENV.MAX_ERROR, 0.05 if self.max_error is None else self.max_error, True, True, "0.05, or off"),
             (ENV.EXPLORE_RATE, self.explore_rate, False, False, "0.02"),
+            (ENV.REPLAY, self.replay, False, False, "0.5, or 0 to train on the new examples only"),
         ):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             ok = ok and (value > 0.0 if low_open else value >= 0.0) and (value < 1.0 if high_open else value <= 1.0)

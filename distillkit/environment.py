@@ -33,6 +33,7 @@ class ENV:
     BASE_MODEL = "DISTILLKIT_BASE_MODEL"
     TRAIN_EVERY = "DISTILLKIT_TRAIN_EVERY"
     TRAINING_MODE = "DISTILLKIT_TRAINING_MODE"
+    REPLAY = "DISTILLKIT_REPLAY"
     JOB_TIMEOUT = "DISTILLKIT_JOB_TIMEOUT"
     DISTILLED_BASE_URL = "DISTILLKIT_DISTILLED_BASE_URL"
     DISTILLED_API_KEY = "DISTILLKIT_DISTILLED_API_KEY"
@@ -149,6 +150,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         ("promotion_floor", ENV.PROMOTION_FLOOR),
         ("max_error", ENV.MAX_ERROR),
         ("explore_rate", ENV.EXPLORE_RATE),
+        ("replay", ENV.REPLAY),
     ):
         if name == "max_error" and (environ.get(variable) or "").strip().lower() == "off":
             values[name] = None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import re
 import socket
 import threading
@@ -301,7 +302,12 @@ class Trainer(JobKeeper):
                 return TrainingRound(ns, "skipped", reason=why)
         kept_out = set(held_out)
         pending = [p for p in pending if p.id not in kept_out]
-        points = pending if incremental else [p for p in store.scroll(namespace=ns) if p.id not in kept_out]
+        replayed: list[Any] = []
+        if incremental:
+            replayed = _replay(store, ns, round(len(pending) * config.replay)) if active else []
+            points = pending + replayed
+        else:
+            points = [p for p in store.scroll(namespace=ns) if p.id not in kept_out]
         dataset = self.dataset_provider.build([p.payload for p in points])
         if dataset.dropped:
             logger.info(
@@ -315,7 +321,8 @@ class Trainer(JobKeeper):
                 dropped=dataset.dropped,
                 reason=f"{len(dataset.examples)} usable examples, {config.min_examples} needed",
             )
-        point_ids = [points[i].id for i in dataset.kept]
+        # Replayed points stay with the round that flipped them: only the new ones are this job's.
+        point_ids = [points[i].id for i in dataset.kept if i < len(points) - len(replayed)]
         provider = self.fine_tuning_provider
         token = uuid.uuid4().hex
         record: dict[str, Any] = {
@@ -330,6 +337,7 @@ class Trainer(JobKeeper):
             "status": "starting",
             "started_at": time.time(),
             "examples": len(dataset.examples),
+            "replayed": len(replayed),
             "dropped": dataset.dropped,
             "drop_reasons": dataset.drop_reasons,
             "owner": self.owner,
@@ -398,6 +406,20 @@ class Trainer(JobKeeper):
                 return from_history(store, ns, job_id)
             except Exception as exc:
                 return failed(ns, "poll a job", exc, job_id=job_id)
+
+
+def _replay(store: Store, ns: str, count: int) -> list[Any]:
+    """``count`` of the namespace's trained points, a uniform sample (reservoir: one pass, any size)."""
+    if count <= 0:
+        return []
+    rng = random.Random(count)
+    sample: list[Any] = []
+    for seen, point in enumerate(store.scroll(namespace=ns, indexed=True)):
+        if seen < count:
+            sample.append(point)
+        elif (slot := rng.randrange(seen + 1)) < count:
+            sample[slot] = point
+    return sample
 
 
 def _suffix(namespace: str) -> str | None:

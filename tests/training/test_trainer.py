@@ -138,12 +138,26 @@ def test_incremental_training_continues_from_the_active_model(sim: Simulator, st
     assert first_done.model is not None and first_done.model.startswith("ft:")
     assert second.base_model == first_done.model
     assert sim.jobs[second.job_id]["model"] == first_done.model
-    assert len(file_lines(sim, second.job_id)) == 10  # only the new points
+    # The new points, and half as many of the first round's (replayed, so the adapter does not forget).
+    questions = [line["messages"][1]["content"] for line in file_lines(sim, second.job_id)]
+    assert sorted(questions[:10]) == sorted(f"question {i}" for i in range(10, 20))
+    assert len(questions) == 15 and {int(q.split()[1]) for q in questions[10:]} < set(range(10))
     active = trainer.registry.get("ns")
     assert active is not None
     assert active.model == second_done.model != first_done.model
     assert active.trained_count == 20 and active.threshold == 0.8
     assert active.base_model == first_done.model
+
+
+def test_incremental_training_without_replay_trains_on_the_new_points_only(sim: Simulator, store: EdgeStore) -> None:
+    trainer = make_trainer(store, sim, training_mode="incremental", replay=0.0)
+    add_points(store, 10)
+    first = trainer.tick()
+    sim.finish_jobs()
+    trainer.wait(first, timeout=5)
+    add_points(store, 12, start=10)
+    [second] = trainer.tick()
+    assert len(file_lines(sim, second.job_id)) == 12
 
 
 def test_full_training_starts_from_the_base_model_with_all_points(sim: Simulator, store: EdgeStore) -> None:
