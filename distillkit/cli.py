@@ -163,7 +163,15 @@ def _shown(value: Any) -> str:
 
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
-    distiller = _distiller(existing=True, open_store=True)
+    try:
+        distiller = _distiller(existing=True, open_store=True)
+    except StoreLockedError as exc:
+        raise StoreLockedError(
+            "A running application holds the embedded store, so it trains its own rounds "
+            f"({ENV.TRAIN_EVERY}, or distiller.train_now(wait=True) in its code).",
+            fix="`distillkit status` shows its jobs' progress meanwhile; run `distillkit train` once it has "
+            f"stopped, or give both a Qdrant server ({ENV.QDRANT_URL}).",
+        ) from exc
     try:
         rounds = distiller.train_now(args.namespace, wait=args.wait, timeout=args.timeout)
     finally:

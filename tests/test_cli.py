@@ -150,3 +150,18 @@ def test_export_to_a_file_on_a_locked_store_keeps_the_earlier_export(populated: 
     assert code == 2
     assert target.read_text() == earlier and earlier
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".distillkit-export")) == []
+
+
+def test_train_beside_a_running_application_says_what_works(
+    populated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = Distiller(DistillConfig(path=str(populated)))
+    holder.store  # noqa: B018 - an application holds the store
+    try:
+        code, _ = cli("train", "--wait")
+    finally:
+        holder.close()
+    assert code == 2
+    said = capsys.readouterr().err
+    assert "A running application holds the embedded store" in said
+    assert "train_now(wait=True)" in said and "distillkit status" in said and "QDRANT_URL" in said
