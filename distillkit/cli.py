@@ -62,6 +62,8 @@ class NoStore(DistillkitError):
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    if args.round:
+        return _show_round(args.round, args.json, out)
     distiller = _distiller(existing=True)
     try:
         report = distiller.status()
@@ -145,6 +147,39 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             out.write(
                 f"  confidence: {row['unsure']} student answers below the certified confidence went to the teacher\n"
             )
+    return 0
+
+
+def _show_round(job_id: str, as_json: bool, out: TextIO) -> int:
+    """``distillkit status --round JOB_ID``: the round's history record, its wrong answers in full."""
+    distiller = _distiller(existing=True, open_store=True)
+    try:
+        found = [e for e in distiller.trainer.history() if str(e.get("job_id")) == job_id]
+    finally:
+        distiller.close()
+    if not found:
+        raise NoStore(f"No ended training round {job_id!r} in this store.", fix="`distillkit status` lists the rounds.")
+    entry = found[-1]
+    if as_json:
+        json.dump(entry, out, indent=2, sort_keys=True, default=str)
+        out.write("\n")
+        return 0
+    evaluation = entry.get("evaluation") or {}
+    out.write(f"round {job_id} ({entry.get('namespace')}): {entry.get('outcome')}\n")
+    if entry.get("error"):
+        out.write(f"  {entry['error']}\n")
+    if evaluation:
+        out.write(
+            f"  candidate {evaluation.get('model')}: {evaluation.get('agreed')}/{evaluation.get('n')} held-out answers "
+            f"agree (floor {evaluation.get('floor')}, bounds {evaluation.get('bounds')}): {evaluation.get('verdict')}\n"
+        )
+        for path, (same, total) in sorted((evaluation.get("fields") or {}).items()):
+            out.write(f"  field {path}: {same}/{total}\n")
+        for wrong in evaluation.get("wrong") or []:
+            out.write(f"\n  asked:     {wrong.get('query')}\n  candidate: {wrong.get('answer')}\n")
+            out.write(f"  teacher:   {wrong.get('teacher')}\n")
+            if wrong.get("fields"):
+                out.write(f"  differs:   {', '.join(wrong['fields'])}\n")
     return 0
 
 
@@ -310,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="per namespace: data, active model, jobs, routed share, savings")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--round",
+        metavar="JOB_ID",
+        help="one training round in full: its evaluation, per-field agreement and the candidate's wrong answers "
+        "beside the teacher's (a rejected candidate too)",
+    )
     status.set_defaults(run=cmd_status)
 
     train = commands.add_parser("train", help="run a training round now (poll jobs, start new ones)")

@@ -136,6 +136,16 @@ def test_status_shows_each_rounds_promotion_gate(
     assert (first["status"], first["evaluation"]["verdict"], first["evaluation"]["n"]) == ("rejected", "rejected", 2)
     assert (second["status"], second["evaluation"]["agreement"]) == ("succeeded", 1.0)
 
+    # The rejected candidate can be inspected: what it answered beside what the teacher said.
+    code, out = cli("status", "--round", first["job_id"])
+    assert code == 0 and f"round {first['job_id']} (default): rejected" in out
+    asked = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("asked:")]
+    teacher = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("teacher:")]
+    candidate = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("candidate:")]
+    assert len(asked) == 2 and set(asked) <= set(DISTINCT)
+    assert all(t and c and t != c for t, c in zip(teacher, candidate, strict=True))
+    assert cli("status", "--round", "distillkit-nothing")[0] == 2
+
 
 def test_export_to_a_file_on_a_locked_store_keeps_the_earlier_export(populated: Path, tmp_path: Path) -> None:
     target = tmp_path / "train.jsonl"

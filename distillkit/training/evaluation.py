@@ -262,6 +262,9 @@ class HeldOutResult:
     fields: dict[str, bool] | None = None
     #: The candidate's answer, kept for the rounds it disagreed on (what it got wrong).
     answer: str | None = None
+    #: Beside a wrong answer: the request's last user turn and the teacher's answer.
+    query: str | None = None
+    teacher: str | None = None
 
 
 @dataclass
@@ -282,7 +285,7 @@ class Evaluation:
         failed: held-out points whose call to the candidate failed (not in ``n``).
         mode: ``"rules"`` (structural / exact / similarity) or ``"judge"``.
         reason: why it was rejected, when it was.
-        disagreements: up to 10 ids of held-out points answered differently.
+        disagreements: up to :data:`WRONG_KEPT` ids of held-out points answered differently.
         results: every held-out point's result (not stored; the labels are made from them).
     """
 
@@ -301,7 +304,8 @@ class Evaluation:
     results: list[HeldOutResult] = field(default_factory=list, repr=False)
     bounds: tuple[float, float] = (0.0, 1.0)
     fields: dict[str, list[int]] = field(default_factory=dict)
-    #: Up to 10 disagreeing held-out points: id and what the candidate answered.
+    #: Up to :data:`WRONG_KEPT` disagreeing held-out points: id, question, the candidate's answer,
+    #: the teacher's, the JSON fields that differ.
     wrong: list[dict[str, Any]] = field(default_factory=list)
     #: Held-out points whose teacher answer repeats in the round (the cross-check can compare them).
     repeating: int = 0
@@ -326,6 +330,34 @@ class Evaluation:
     def promote(self, reason: str) -> Evaluation:
         """This evaluation, promoted for ``reason`` (the labels certify an acceptance of their own)."""
         return replace(self, verdict="promoted", reason=reason)
+
+
+#: Wrong answers kept with a round (each at most 500 + 500 + 300 characters): enough to see what a
+#: rejected candidate gets wrong, bounded whatever the round's size.
+WRONG_KEPT = 20
+
+
+def _question(payload: Mapping[str, Any]) -> str:
+    """The captured request's text: its routing query, else its last user turn."""
+    users = [m for m in payload.get("messages") or [] if isinstance(m, Mapping) and m.get("role") == "user"]
+    return str(payload.get("query") or (users[-1].get("content") if users else ""))[:300]
+
+
+def _text(message: Mapping[str, Any]) -> str:
+    return str(message.get("content") or message.get("tool_calls"))[:500]
+
+
+def _wrong(result: HeldOutResult) -> dict[str, Any]:
+    """A wrong held-out answer as the round keeps it: the question, the candidate's answer, the
+    teacher's, and the JSON fields that differ."""
+    differ = sorted(path for path, same in (result.fields or {}).items() if not same)
+    return {
+        "id": result.id,
+        "query": result.query,
+        "answer": result.answer,
+        "teacher": result.teacher,
+        **({"fields": differ} if differ else {}),
+    }
 
 
 def _repeating(payloads: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -399,8 +431,19 @@ def evaluate(
                 results.append(HeldOutResult(point_id, False, f"judge {type(exc).__name__}"))
                 continue
         klass = answer_class(answer_key({"response": answer})) if repeats and answer is not None else None
-        said = None if ok or answer is None else str(answer.get("content") or answer.get("tool_calls"))[:500]
-        results.append(HeldOutResult(point_id, ok, answer_class=klass, confidence=sure, fields=how.fields, answer=said))
+        said = None if ok or answer is None else _text(answer)
+        results.append(
+            HeldOutResult(
+                point_id,
+                ok,
+                answer_class=klass,
+                confidence=sure,
+                fields=how.fields,
+                answer=said,
+                query=None if ok else _question(payload),
+                teacher=None if ok or teacher is None else _text(teacher),
+            )
+        )
     failed = sum(r.error is not None for r in results)
     if failed > max_failed_share * len(results):
         errors = sorted({r.error for r in results if r.error})
@@ -444,10 +487,10 @@ def evaluate(
         failed=failed,
         mode="judge" if judge is not None else "rules",
         reason=reason,
-        disagreements=[r.id for r in answered if not r.agreed][:10],
+        disagreements=[r.id for r in answered if not r.agreed][:WRONG_KEPT],
         results=results,
         bounds=(low, high),
         fields=per_field,
-        wrong=[{"id": r.id, "answer": r.answer} for r in answered if not r.agreed][:10],
+        wrong=[_wrong(r) for r in answered if not r.agreed][:WRONG_KEPT],
         repeating=sum(answer_key(p) in repeating for _, p in held_out),
     )

@@ -166,6 +166,9 @@ def test_the_candidate_answers_held_out_points_over_http(sim: Simulator) -> None
     assert unsure.verdict == "undecided" and unsure.agreement == 0.8 and unsure.bounds[1] >= 0.9
     assert sorted(unsure.disagreements) == ["bad0", "bad1"]
     assert [w["id"] for w in unsure.wrong] == ["bad0", "bad1"] and all(w["answer"] for w in unsure.wrong)
+    # What a rejected candidate got wrong can be read: the question, its answer and the teacher's.
+    assert unsure.wrong[0]["query"] == "wrong question 0"
+    assert unsure.wrong[0]["teacher"] == "answer to wrong question 0" != unsure.wrong[0]["answer"]
     bad = evaluate(
         "ft:candidate", held + [(f"bad{i}", stored(f"wrong question {i}")) for i in range(2, 12)], student, floor=0.9
     )
