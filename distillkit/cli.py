@@ -158,7 +158,9 @@ def _show_round(job_id: str, as_json: bool, out: TextIO) -> int:
     finally:
         distiller.close()
     if not found:
-        raise NoStore(f"No ended training round {job_id!r} in this store.", fix="`distillkit status` lists the rounds.")
+        raise DistillkitError(
+            f"No ended training round {job_id!r} in this store.", fix="`distillkit status` lists the rounds."
+        )
     entry = found[-1]
     if as_json:
         json.dump(entry, out, indent=2, sort_keys=True, default=str)

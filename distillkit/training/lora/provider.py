@@ -349,11 +349,6 @@ class LoRAFineTuningProvider(FineTuningProvider):
             raise ValueError(f"{job_id!r} is not a LoRA job id")
         return self.work_dir / job_id
 
-    def progress(self, job_id: str) -> str | None:
-        """The job's latest progress line (phase; step/total, loss, examples/s, ETA), read-only."""
-        status = read_json(self.job_dir(job_id) / STATUS)
-        return None if status is None else _progress(status)
-
     def register_again(self, model: str) -> bool:
         """Register the adapter of job ``model`` with the server again (a restarted server has lost
         it); False when there is no server, no such job or no adapter. Raises :class:`TrainingError`
