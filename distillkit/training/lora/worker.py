@@ -235,7 +235,8 @@ def train(job: Job) -> dict[str, Any]:
 
     settings = job.settings
     base = job.spec["base_model"]
-    threads = int(settings.get("threads") or len(os.sched_getaffinity(0)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
+    threads = int(settings.get("threads") or cores or 1)
     torch.set_num_threads(threads)
     torch.manual_seed(int(settings["seed"]))
     device = settings.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
