@@ -110,6 +110,10 @@ class Pipeline:
         delivered = self._deliver(request, result, student=False)
         if request.explore == "student":
             self._explore(call.client, request, result, asynchronous=False)
+        elif request.withheld is not None and request.signals is not None:
+            self.shadows.label_withheld(
+                request.namespace, _snapshot(request.kwargs), request.withheld, result, request.signals
+            )
         return delivered
 
     async def ahandle(self, call: Intercepted, create: Callable[..., Any]) -> Any:
@@ -135,6 +139,10 @@ class Pipeline:
         delivered = self._deliver(request, result, student=False)
         if request.explore == "student":
             self._explore(call.client, request, result, asynchronous=True)
+        elif request.withheld is not None and request.signals is not None:
+            self.shadows.label_withheld(
+                request.namespace, _snapshot(request.kwargs), request.withheld, result, request.signals
+            )
         return delivered
 
     # --- plain helpers, shared by both --------------------------------------------------------
@@ -251,6 +259,7 @@ class Pipeline:
         elif not signals.sure():
             self._stats.add(request.namespace, unsure=1)
             why = "student unsure of its answer"
+            request.withheld = message
         else:
             return True
         self._stats.add_usage(request.namespace, str(info.model), getattr(completion, "usage", None))

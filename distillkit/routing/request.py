@@ -198,6 +198,9 @@ class Request:
     #: ``"student"`` (the teacher answers; also ask the student ``student_model``), or None.
     explore: str | None = None
     student_model: str | None = None
+    #: The student's answer, routed but withheld for its low confidence: once the teacher has
+    #: answered, the two make a label (where the confidence signal fails is worth knowing).
+    withheld: dict[str, Any] | None = None
     #: Why the ``key=`` function gave no query text, when it raised.
     key_failed: str | None = None
 

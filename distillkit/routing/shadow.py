@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from distillkit.errors import ConfigError
 from distillkit.routing.agreement import Comparison, compare, exact_for
 from distillkit.state import DEMOTION_KIND, SHADOW_KIND
+from distillkit.streams import response_message
 
 if TYPE_CHECKING:
     from distillkit.routing.budget import ErrorBudget
@@ -192,6 +193,21 @@ class ShadowChecks:
             await asyncio.to_thread(self._label, namespace, kwargs, answer.message, teacher, mine, "explore")
 
         self._spawn("an exploration check", check())
+        return True
+
+    def label_withheld(
+        self, namespace: str, kwargs: dict[str, Any], student: dict[str, Any], result: Any, signals: Signals
+    ) -> bool:
+        """The student's answer was withheld (too unsure) and the teacher answered: both are at hand,
+        so they make a label at no extra call, in a daemon thread (the caller is not kept)."""
+        if self.budget is None or not self._begin("thread"):
+            return False
+
+        def check() -> None:
+            teacher, _ = response_message(result)
+            self._label(namespace, kwargs, student, teacher, signals, "explore")
+
+        self._thread("distillkit-withheld", "a withheld answer's label", check)
         return True
 
     def _thread(self, name: str, what: str, check: Callable[[], None]) -> None:

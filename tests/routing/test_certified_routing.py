@@ -87,7 +87,8 @@ def test_an_extraction_namespace_is_certified_by_confidence_and_routes_only_sure
     assert acceptance is not None and acceptance.certified
     assert acceptance.signal in ("confidence", "either") and acceptance.min_confidence is not None
 
-    routed = right = 0
+    before = len(distiller.budget.labels("extract")) if distiller.budget else 0
+    routed = right = withheld = 0
     for record in TEST:
         response = ask(client, record.text, capture=False)
         info = distillkit.route_info(response)
@@ -98,7 +99,14 @@ def test_an_extraction_namespace_is_certified_by_confidence_and_routes_only_sure
             right += json.loads(response.choices[0].message.content) == record.answer
         elif knows(record.text) is False:
             assert info.reason == "student unsure of its answer"
+            withheld += 1
     assert routed > 0 and right == routed  # every routed answer is the teacher's
+    # Each withheld answer, beside the teacher's, became a label (a disagreement, at its low confidence).
+    assert distiller.wait_shadows(10.0)
+    assert distiller.budget is not None and withheld > 0
+    new = distiller.budget.labels("extract")[before:]
+    unsure = [label for label in new if label.confidence is not None and label.confidence < -1.0]
+    assert len(unsure) >= withheld and not any(label.agreed for label in unsure)
     for record in OFF_TASK:
         info = distillkit.route_info(ask(client, record.text, capture=False))
         assert info is not None and not info.routed
