@@ -75,7 +75,9 @@ def main() -> None:
             "threads": args.threads,
         }
         settings = dataclasses.replace(
-            LoRASettings.configured(args.base_model), stop_loss=0.0, **{k: v for k, v in given.items() if v is not None}
+            LoRASettings.configured(args.base_model),
+            stop_exact=0.0,
+            **{k: v for k, v in given.items() if v is not None},
         )
         provider = LoRAFineTuningProvider(Path(folder) / "lora", base_model=base, settings=settings)
         started = time.monotonic()

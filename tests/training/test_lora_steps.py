@@ -56,7 +56,7 @@ def gradients(model: Any, pieces: list[list[tuple[list[int], list[int]]]]) -> li
     parts = [tensors(piece, 0, "cpu") for piece in pieces]
     count = sum(int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in parts)
     for input_ids, mask, labels in parts:
-        loss, _ = answer_loss(model, input_ids, mask, labels)
+        loss, _, _ = answer_loss(model, input_ids, mask, labels)
         (loss / count).backward()
     return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
@@ -92,31 +92,45 @@ def test_a_batch_in_pieces_gets_the_whole_batch_gradient(model: Any) -> None:
 def test_the_answer_only_loss_is_the_models_own_loss(model: Any) -> None:
     input_ids, mask, labels = tensors(examples(6, seed=2), 0, "cpu")
     with torch.no_grad():
-        summed, count = answer_loss(model, input_ids, mask, labels)
+        summed, count, _ = answer_loss(model, input_ids, mask, labels)
         own = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
     assert count == int((labels[:, 1:] != IGNORE).sum())
     torch.testing.assert_close(summed / count, own, rtol=1e-5, atol=1e-6)
 
 
-def test_training_stops_once_the_loss_on_examples_not_yet_trained_on_is_below_the_stop_loss() -> None:
+def test_training_stops_once_unseen_examples_are_reproduced_exactly() -> None:
     reports: list[dict[str, Any]] = []
     job = SimpleNamespace(report=lambda state, **fields: reports.append(fields))
-    progress = Progress(job, total=40, per_epoch=20, stop_loss=0.05, created_at=0.0)  # type: ignore[arg-type]
+    progress = Progress(job, total=40, per_epoch=20, stop_exact=0.95, created_at=0.0)  # type: ignore[arg-type]
     assert progress.window == 5
-    for loss in [2.0, 0.5, 0.04, 0.03, 0.02, 0.01]:
-        progress.add(loss, 8, 100)
-        assert not progress.learnt()  # the window still holds a high loss
-    progress.add(0.01, 8, 100)
-    assert progress.learnt()
+    for exact in [0, 4, 8, 8, 8, 8]:
+        progress.add(0.01, 8, 100, exact=exact)
+        assert not progress.learnt()  # the window still holds a batch mostly wrong
+    progress.add(0.01, 8, 100, exact=8)
+    assert progress.learnt() and progress.recent_exact == 1.0
     assert reports[-1]["step"] == 7 and reports[-1]["examples_per_s"] > 0 and "eta_s" in reports[-1]
-    never = Progress(job, total=40, per_epoch=20, stop_loss=0.0, created_at=0.0)  # type: ignore[arg-type]
+    never = Progress(job, total=40, per_epoch=20, stop_exact=0.0, created_at=0.0)  # type: ignore[arg-type]
     for _ in range(10):
-        never.add(0.0, 8, 100)
+        never.add(0.0, 8, 100, exact=8)
     assert not never.learnt()
-    memorised = Progress(job, total=40, per_epoch=20, stop_loss=0.05, created_at=0.0)  # type: ignore[arg-type]
-    for step in range(30):  # a low loss in the second epoch is on examples already trained on
-        memorised.add(1.0 if step < 20 else 0.0, 8, 100, fresh=step < 20)
+    memorised = Progress(job, total=40, per_epoch=20, stop_exact=0.95, created_at=0.0)  # type: ignore[arg-type]
+    for step in range(30):  # exact answers in the second epoch are of examples already trained on
+        memorised.add(0.0, 8, 100, exact=0 if step < 20 else 8, fresh=step < 20)
         assert not memorised.learnt()
+
+
+def test_exactness_counts_the_examples_whose_every_answer_token_is_the_top_choice(model: Any) -> None:
+    input_ids, mask, labels = tensors(examples(6, seed=3), 0, "cpu")
+    with torch.no_grad():
+        _, _, exact = answer_loss(model, input_ids, mask, labels)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
+    keep = labels[:, 1:] != IGNORE
+    right = (logits.argmax(-1) == labels[:, 1:]) | ~keep
+    assert exact == int(right.all(1).sum())
+    forced = labels.clone()  # make the labels the model's own top choices: every example is exact
+    forced[:, 1:][keep] = logits.argmax(-1)[keep]
+    with torch.no_grad():
+        assert answer_loss(model, input_ids, mask, forced)[2] == 6
 
 
 def test_every_lora_setting_is_read_from_the_environment() -> None:
@@ -128,14 +142,14 @@ def test_every_lora_setting_is_read_from_the_environment() -> None:
             "DISTILLKIT_LORA_THREADS": "1",
             "DISTILLKIT_LORA_MAX_BATCH_TOKENS": "none",
             "DISTILLKIT_LORA_TARGET_MODULES": "q_proj, v_proj",
-            "DISTILLKIT_LORA_STOP_LOSS": "0",
+            "DISTILLKIT_LORA_STOP_EXACT": "0",
         },
     )
     assert (settings.rank, settings.learning_rate, settings.threads) == (8, 5e-4, 1)
-    assert settings.max_batch_tokens is None and settings.stop_loss == 0.0
+    assert settings.max_batch_tokens is None and settings.stop_exact == 0.0
     assert settings.target_modules == ("q_proj", "v_proj")
     assert settings.dropout == 0.0 and settings.device == "cpu"  # the packaged model's defaults stay
-    assert LoRASettings.configured("org/other-model", {}).stop_loss == 0.0
+    assert LoRASettings.configured("org/other-model", {}).stop_exact == 0.0
     with pytest.raises(ConfigError, match="DISTILLKIT_LORA_EPOCHS='two' is not a number") as caught:
         LoRASettings.configured(None, {"DISTILLKIT_LORA_EPOCHS": "two"})
     assert caught.value.variable == "DISTILLKIT_LORA_EPOCHS"

@@ -98,9 +98,9 @@ class LoRASettings:
             length and padded to their own longest example.
         max_batch_tokens: padded tokens held in memory at once; a larger batch is trained in pieces
             whose gradients add up (same result, bounded activation memory). None: the whole batch.
-        stop_loss: stop once the mean answer-token loss of the last quarter-epoch of steps is below
-            this (in the first epoch, the loss on examples not yet trained on): training stops when
-            it has learnt, ``epochs`` is then the most it runs. 0: every epoch.
+        stop_exact: stop once, over the last quarter-epoch of first-epoch steps, at least this share
+            of the examples (each measured before the model trained on it) was reproduced exactly:
+            training stops when it has learnt, ``epochs`` is then the most it runs. 0: every epoch.
         threads: CPU threads of the training process (default: the cores it may run on). Lower it
             when the application, the student server or a second job share the cores.
         seed: for the shuffling and the adapter's initial weights.
@@ -118,7 +118,7 @@ class LoRASettings:
     batch_size: int = 8
     max_length: int = 2048
     max_batch_tokens: int | None = None
-    stop_loss: float = 0.0
+    stop_exact: float = 0.0
     threads: int | None = None
     seed: int = 0
     device: str | None = None
@@ -133,8 +133,8 @@ class LoRASettings:
                 raise ConfigError(f"LoRASettings.{name}={value!r} must be an integer >= 1.", variable=name)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"LoRASettings.dropout={self.dropout!r} is outside [0, 1).", variable="dropout")
-        if self.stop_loss < 0.0:
-            raise ConfigError(f"LoRASettings.stop_loss={self.stop_loss!r} is negative.", variable="stop_loss")
+        if not 0.0 <= self.stop_exact <= 1.0:
+            raise ConfigError(f"LoRASettings.stop_exact={self.stop_exact!r} is outside [0, 1].", variable="stop_exact")
         if not self.learning_rate > 0:
             raise ConfigError(
                 f"LoRASettings.learning_rate={self.learning_rate!r} is not positive.", variable="learning_rate"
@@ -183,8 +183,8 @@ class LoRASettings:
         """Settings for a ~100M-parameter model such as ``smollm2-135m`` trained on a CPU.
 
         A higher learning rate, no dropout (each LoRA layer would copy its input), and training
-        that stops once the answers of examples it has not trained on are predicted (``stop_loss``
-        0.05, at most 2 epochs). Examples up to 1,024 tokens are kept whole; a batch is trained
+        that stops once the answers of examples it has not trained on are predicted (``stop_exact``
+        0.95, at most 2 epochs). Examples up to 1,024 tokens are kept whole; a batch is trained
         in pieces of at most 1,024 padded tokens, which bounds the activations (about 4 MB per
         token for SmolLM2-135M in float32). The default when the base model is a packaged one
         (:data:`SMOLLM2`). Measured figures: ``docs/training.md``.
@@ -198,7 +198,7 @@ class LoRASettings:
             "batch_size": 8,
             "max_length": 1024,
             "max_batch_tokens": 1024,
-            "stop_loss": 0.05,
+            "stop_exact": 0.95,
             "device": "cpu",
         }
         return cls(**{**values, **overrides})

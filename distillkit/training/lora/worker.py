@@ -115,9 +115,10 @@ def batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> l
     return out
 
 
-def answer_loss(model: Any, input_ids: Any, mask: Any, labels: Any) -> tuple[Any, int]:
-    """Summed cross-entropy over the answer tokens, and their count; the output layer is applied
-    to those positions only.
+def answer_loss(model: Any, input_ids: Any, mask: Any, labels: Any) -> tuple[Any, int, int | None]:
+    """Summed cross-entropy over the answer tokens, their count, and how many of the batch's
+    examples the model reproduces exactly (every answer token its top choice; None where the model
+    computes its own loss). The output layer is applied to the answer's positions only.
 
     A causal LM's output layer over the whole sequence is a fifth of a small model's compute and
     most of its activation memory (batch x length x vocabulary); only the answer's positions carry a
@@ -130,13 +131,16 @@ def answer_loss(model: Any, input_ids: Any, mask: Any, labels: Any) -> tuple[Any
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = getattr(base, "get_decoder", lambda: None)(), base.get_output_embeddings()
     if decoder is None or head is None:
-        return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss * count, count
+        return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss * count, count, None
     hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
     logits = head(hidden[:, :-1][keep]).float()
     cap = getattr(base.config, "final_logit_softcapping", None)
     if cap:
         logits = (logits / cap).tanh() * cap
-    return F.cross_entropy(logits, labels[:, 1:][keep], reduction="sum"), count
+    targets = labels[:, 1:][keep]
+    rows = keep.nonzero(as_tuple=True)[0]
+    missed = rows[logits.detach().argmax(-1) != targets].unique().numel()
+    return F.cross_entropy(logits, targets, reduction="sum"), count, int(keep.any(1).sum()) - missed
 
 
 def micro_batches(batch: list[tuple[list[int], list[int]]], max_tokens: int) -> list[list[tuple[list[int], list[int]]]]:
@@ -171,19 +175,21 @@ def tensors(batch: list[tuple[list[int], list[int]]], pad_id: int, device: str) 
 class Progress:
     """Training progress as the job reports it: step, loss, examples per second, ETA; and when to stop.
 
-    ``stop_loss``: training has learnt once the mean loss of the last ``window`` steps, all in the
-    first epoch, is below it. Each first-epoch batch's loss is measured before the model trains on
-    it, so it is the loss on examples the adapter has not seen: stopping there means the answers
-    are predicted, not memorised (a low loss in a later epoch says nothing of the kind, and never
-    stops training). 0 trains every epoch.
+    ``stop_exact``: training has learnt once, over the last ``window`` steps, all in the first
+    epoch, at least this share of the examples was reproduced exactly (every answer token the
+    model's top choice, so greedy decoding would answer as the teacher did). A first-epoch batch is
+    measured before the model trains on it: these are examples it has not seen, so stopping means
+    the answers are predicted, not memorised (later epochs never stop training). Exactness, not the
+    mean token loss: a JSON answer's keys and punctuation are easy tokens that hide a wrong value.
+    0 trains every epoch.
     """
 
-    def __init__(self, job: Job, total: int, per_epoch: int, stop_loss: float, created_at: float) -> None:
-        self.job, self.total, self.stop_loss = job, total, stop_loss
+    def __init__(self, job: Job, total: int, per_epoch: int, stop_exact: float, created_at: float) -> None:
+        self.job, self.total, self.stop_exact = job, total, stop_exact
         self.window = max(3, math.ceil(per_epoch / 4))
         self.created_at = created_at
         self.losses: list[float] = []
-        self.fresh = 0  # steps taken in the first epoch
+        self.exact: list[tuple[int, int]] = []  # first-epoch steps: (examples reproduced, examples)
         self.examples = 0
         self.tokens = 0
         self.started = time.monotonic()
@@ -197,9 +203,10 @@ class Progress:
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
-    def add(self, loss: float, examples: int, tokens: int, *, fresh: bool = True) -> None:
+    def add(self, loss: float, examples: int, tokens: int, *, exact: int | None = None, fresh: bool = True) -> None:
         self.losses.append(loss)
-        self.fresh += fresh
+        if fresh and exact is not None:
+            self.exact.append((exact, examples))
         self.examples += examples
         self.tokens += tokens
         if self.first_step_s is None:
@@ -217,10 +224,17 @@ class Progress:
             eta_s=round(per_step * (self.total - self.step), 1),
         )
 
+    @property
+    def recent_exact(self) -> float | None:
+        """The share of examples reproduced exactly over the last ``window`` first-epoch steps."""
+        recent = self.exact[-self.window :]
+        if len(recent) < self.window or len(self.exact) != self.step:
+            return None  # too few steps yet, or past the first epoch
+        return sum(e for e, _ in recent) / max(1, sum(n for _, n in recent))
+
     def learnt(self) -> bool:
-        recent = self.losses[-self.window :]
-        in_first_epoch = self.fresh == self.step and self.step >= self.window
-        return self.stop_loss > 0 and in_first_epoch and mean(recent) < self.stop_loss
+        share = self.recent_exact
+        return self.stop_exact > 0 and share is not None and share >= self.stop_exact
 
 
 def log(message: str) -> None:
@@ -292,7 +306,7 @@ def train(job: Job) -> dict[str, Any]:
         optimiser, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
     progress = Progress(
-        job, total, per_epoch, float(settings.get("stop_loss") or 0.0), job.spec.get("created_at", time.time())
+        job, total, per_epoch, float(settings.get("stop_exact") or 0.0), job.spec.get("created_at", time.time())
     )
     job.report("running", phase="training", step=0, total_steps=total)
     log(f"training: {total} steps of {batch_size} examples at most")
@@ -303,20 +317,25 @@ def train(job: Job) -> dict[str, Any]:
             pieces = [tensors(piece, pad_id, device) for piece in micro_batches(batch, max_tokens)]
             count = sum(int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in pieces)
             loss_sum = 0.0
+            exact_known: int | None = 0  # None: the model computes its own loss
             for input_ids, mask, labels in pieces:
-                piece_loss, _ = answer_loss(model, input_ids, mask, labels)
+                piece_loss, _, piece_exact = answer_loss(model, input_ids, mask, labels)
                 (piece_loss / count).backward()
                 loss_sum += float(piece_loss.detach())
+                exact_known = None if exact_known is None or piece_exact is None else exact_known + piece_exact
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimiser.step()
             schedule.step()
             optimiser.zero_grad(set_to_none=True)
             tokens = sum(int(mask.sum()) for _, mask, _ in pieces)
-            progress.add(loss_sum / max(count, 1), len(batch), tokens, fresh=epoch == 0)
+            progress.add(loss_sum / max(count, 1), len(batch), tokens, exact=exact_known, fresh=epoch == 0)
             if progress.learnt():
                 break
         if progress.learnt():
-            log(f"learnt at step {progress.step}: mean loss of the last {progress.window} steps < {progress.stop_loss}")
+            log(
+                f"learnt at step {progress.step}: {progress.recent_exact:.0%} of the examples of the last "
+                f"{progress.window} steps, unseen before, reproduced exactly (stop at {progress.stop_exact:.0%})"
+            )
             break
     train_seconds = progress.seconds
     log(f"trained {progress.step} steps in {train_seconds:.1f} s ({progress.examples / train_seconds:.2f} examples/s)")
