@@ -399,7 +399,7 @@ def load_base(base: str, dtype: Any, local: bool) -> tuple[Any, Any]:
     where = {"gguf_file": gguf.name}
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, local_files_only=local, **where)
     _check_template(tokenizer, base)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, local_files_only=local, **where)
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, local_files_only=local, **where)
     # The weights are plain floats once dequantised; only the marker says "gguf", and it blocks saving.
     model.hf_quantizer = None
     with contextlib.suppress(AttributeError):
