@@ -340,13 +340,16 @@ def test_end_to_end_capture_train_register_with_vllm_and_route(
         assert sim.chat_requests(model=round_.model)  # the adapter's name, over HTTP, as vLLM serves it
         assert ask("What is the capital of France?").model == "gpt-4.1"
 
-        # Incremental: the next job continues from the active adapter, on the new captures only.
+        # Incremental: the next job continues from the active adapter, on the new captures and a
+        # replayed sample of the trained ones (half as many, DISTILLKIT_REPLAY's default).
         for question in RATE_QUESTIONS:
             ask(question, route=False)
         assert distiller.flush(10)
         [second] = distiller.train_now(wait=True, timeout=120)
-        # The new captures only: the ten questions, and the one about France the teacher answered.
-        assert second.status == "succeeded" and second.examples == len(RATE_QUESTIONS) + 1, second
+        # New: the ten questions, and the one about France the teacher answered; then 6 replayed.
+        new = len(RATE_QUESTIONS) + 1
+        assert second.status == "succeeded" and second.examples == new + round(new * 0.5), second
+        assert distiller.store.count(namespace="default", indexed=True) == len(QUESTIONS) + new
         spec = read_json(lora.job_dir(second.job_id) / "job.json")  # type: ignore[arg-type]
         assert spec is not None and spec["init_adapter"] == str(adapter)
         assert spec["base_model"] == str(tiny_model)
