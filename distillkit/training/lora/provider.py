@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -362,9 +362,8 @@ class LoRAFineTuningProvider(FineTuningProvider):
     def in_flight(self) -> dict[str, str]:
         """The jobs of this folder that have not ended, oldest first, with their progress lines."""
         found = []
-        for folder in self.work_dir.glob("distillkit-*") if self.work_dir.is_dir() else ():
-            status = read_json(folder / STATUS) if _is_job_id(folder.name) else None
-            if status is None or status.get("state") in _TERMINAL:
+        for folder, status in _job_folders(self.work_dir):
+            if status.get("state") in _TERMINAL:
                 continue
             if status.get("state") == "trained" or self._alive(folder.name):
                 found.append((float(status.get("updated_at") or 0), folder.name, _progress(status) or "queued"))
@@ -458,13 +457,21 @@ def trained_adapters(work_dir: str | os.PathLike[str], base_gguf: str | os.PathL
     """The adapter folders of the newest ``limit`` succeeded jobs in ``work_dir`` trained on
     ``base_gguf``: what a (re)started student server loads, so the active model answers at once."""
     found = []
-    for folder in Path(work_dir).glob("distillkit-*") if Path(work_dir).is_dir() else ():
-        status, spec = read_json(folder / STATUS), read_json(folder / SPEC)
-        if not status or not spec or status.get("state") != "succeeded" or not (folder / ADAPTER).is_dir():
+    for folder, status in _job_folders(Path(work_dir)):
+        if status.get("state") != "succeeded" or not (folder / ADAPTER).is_dir():
             continue
-        if Path(str(spec.get("base_model"))).name == Path(base_gguf).name:
+        spec = read_json(folder / SPEC)
+        if spec is not None and Path(str(spec.get("base_model"))).name == Path(base_gguf).name:
             found.append((float(status.get("updated_at") or 0), folder / ADAPTER))
     return [path for _, path in sorted(found, reverse=True)[:limit]]
+
+
+def _job_folders(work_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The job folders of ``work_dir`` that have a status, with it (none when the folder is missing)."""
+    for folder in work_dir.glob("distillkit-*") if work_dir.is_dir() else ():
+        status = read_json(folder / STATUS) if _is_job_id(folder.name) else None
+        if status:
+            yield folder, status
 
 
 def _progress(status: dict[str, Any]) -> str | None:
