@@ -78,7 +78,9 @@ class ErrorBudget:
         self.max_labels = max_labels
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Acceptance | None]] = {}
-        self._lock = threading.Lock()
+        # Held across a write and the refit that follows it: a refit that read the labels before
+        # another thread's write must not save its older fit over the newer one.
+        self._lock = threading.RLock()
 
     def acceptance(self, namespace: str) -> Acceptance | None:
         """The namespace's fitted acceptance (None when it has no labels yet)."""
@@ -105,7 +107,7 @@ class ErrorBudget:
             raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
             raw["max_error"] = max_error
             store.put_record(ACCEPTANCE_KIND, namespace, raw)
-        return self.refit(namespace)
+            return self.refit(namespace)
 
     def labels(self, namespace: str) -> list[Label]:
         raw = self._store().get_record(LABELS_KIND, namespace) or {}
@@ -121,7 +123,7 @@ class ErrorBudget:
             raw = store.get_record(LABELS_KIND, namespace) or {}
             rows = [*(raw.get("labels") or []), *new][-self.max_labels :]
             store.put_record(LABELS_KIND, namespace, {"labels": rows})
-        return self.refit(namespace)
+            return self.refit(namespace)
 
     def restart(self, namespace: str, labels: Iterable[Label]) -> Acceptance | None:
         """A new model is active: its ``labels`` (the promotion gate's) replace the previous model's.
@@ -143,13 +145,14 @@ class ErrorBudget:
             raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
             raw["novelty"] = novelty.as_record() if novelty is not None else None
             store.put_record(ACCEPTANCE_KIND, namespace, raw)
-        return self.refit(namespace)
+            return self.refit(namespace)
 
     def refit(self, namespace: str) -> Acceptance | None:
         """Fit the namespace's acceptance to its labels again (None, and no fit kept, without labels)."""
-        labels = self.labels(namespace)
-        fitted = fit(labels, max_error=self.max_error_for(namespace), confidence=self.confidence) if labels else None
         with self._lock:
+            labels = self.labels(namespace)
+            max_error = self.max_error_for(namespace)
+            fitted = fit(labels, max_error=max_error, confidence=self.confidence) if labels else None
             store = self._store()
             raw = dict(store.get_record(ACCEPTANCE_KIND, namespace) or {})
             if fitted is not None:

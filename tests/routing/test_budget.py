@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +139,26 @@ def test_labels_and_the_fit_live_in_the_store(store: EdgeStore) -> None:
     assert tighter is not None and tighter.status == "fallback" and again.max_error_for("ns") == 0.01
     assert again.set_max_error("ns", None) is not None and again.max_error_for("ns") == 0.05
     assert budget.acceptance("other") is None
+
+
+def test_labels_added_at_once_from_many_threads_leave_the_fit_of_them_all(store: EdgeStore) -> None:
+    # Shadow and exploration checks label from their own threads. A refit that read the labels
+    # before another thread's write must not save its older fit over the newer one.
+    budget = ErrorBudget(lambda: store, max_error=0.05)
+    wrong = [Label(0.99, False, f"c{i}") for i in range(40)]  # each blocks its class
+    ready = threading.Barrier(len(wrong))
+
+    def add(label: Label) -> None:
+        ready.wait()
+        budget.add("ns", [label])
+
+    threads = [threading.Thread(target=add, args=(label,)) for label in wrong]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    kept = budget.acceptance("ns")
+    assert kept is not None and kept.labels == 40 and sorted(kept.blocked) == sorted(f"c{i}" for i in range(40))
 
 
 def test_the_gate_labels_certify_a_namespace_at_promotion() -> None:
