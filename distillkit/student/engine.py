@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distillkit.errors import ConfigError
+from distillkit.student._grammar import greedy_under_grammar
 from distillkit.student._logprobs import MAX_TOP_LOGPROBS, TokenLogprobs
 from distillkit.training.lora.base_models import SMOLLM2, local_model, with_system_prompt
 from distillkit.training.lora.gguf import ADAPTER_GGUF, convert_peft_to_gguf
@@ -63,6 +64,7 @@ class Engine:
             raise ConfigError("The local student needs llama-cpp-python.", fix=_INSTALL) from None
         packaged = local_model(base_model)
         self.system_prompt: str | None
+        chat_template = packaged.chat_template if packaged is not None else None
         if packaged is not None:
             self.base_gguf, self.name, self.system_prompt = packaged.gguf, packaged.name, packaged.system_prompt
         elif base_model.endswith(".gguf") and Path(base_model).is_file():
@@ -85,6 +87,8 @@ class Engine:
             flash_attn=True,
             verbose=False,
         )
+        if chat_template is not None:  # the template the LoRA worker trained with (base GGUFs have none)
+            self.llm.chat_handler = self._template_handler(chat_template)
         self.lock = threading.RLock()
         self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora_p
         self._loaded_at: dict[str, int] = {}
@@ -96,6 +100,19 @@ class Engine:
         # reads each sampled token's log-probability while its logits are still in the context.
         self._llama_sample = self.llm.sample
         self.llm.sample = self._sample  # type: ignore[method-assign]
+
+    def _template_handler(self, template: str) -> Any:
+        """A chat handler rendering ``template`` with the model's own BOS and EOS, as llama-cpp-python
+        does for a template found in the GGUF."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        model, eos, bos = self.llm._model, self.llm.token_eos(), self.llm.token_bos()
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        ).to_chat_handler()
 
     # --- adapters -----------------------------------------------------------------------------
 
@@ -204,8 +221,10 @@ class Engine:
         return dict(result)
 
     def _sample(self, *args: Any, **kwargs: Any) -> int:
-        """``Llama.sample``, noting the sampled token's log-probability when the request asked."""
-        token: int = self._llama_sample(*args, **kwargs)
+        """``Llama.sample`` (greedy under a grammar the fast way, :mod:`distillkit.student._grammar`),
+        noting the sampled token's log-probability when the request asked."""
+        fast = greedy_under_grammar(self.llm, kwargs)
+        token: int = self._llama_sample(*args, **kwargs) if fast is None else fast
         if self._logprobs is not None:
             idx = kwargs.get("idx")  # as Llama.sample reads it: the output row, from the last
             self._logprobs.record(token, -1 if idx is None else idx - self.llm.n_tokens)
