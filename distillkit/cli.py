@@ -377,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve-student", help="serve the CPU student (llama.cpp) and its LoRA adapters, OpenAI-compatible"
     )
-    serve.add_argument("--base", default="smollm2-135m", help="smollm2-135m (default) or a .gguf file")
+    serve.add_argument(
+        "--base",
+        default="smollm2-135m",
+        help="a packaged model: smollm2-135m (default) or gemma3-270m (distillkit[gemma]); or a .gguf file",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8011, help="port (default 8011)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")

@@ -51,19 +51,22 @@ def short_answer(intent: str) -> str:
     return f"See Help > {topic[:1].upper()}{topic[1:]} in the app."
 
 
-def local_settings(epochs: int = 2) -> Any:
-    """LoRA settings for SmolLM2-135M on this CPU: the library's defaults for it (``DISTILLKIT_LORA_*``
-    apply), at most ``epochs`` epochs, never a model hub."""
+def local_settings(epochs: int = 2, base_model: str = LOCAL_BASE_MODEL) -> Any:
+    """LoRA settings for a packaged model on this CPU: the library's defaults for it
+    (``DISTILLKIT_LORA_*`` apply), at most ``epochs`` epochs, never a model hub."""
     import dataclasses
 
     from distillkit.training.lora import LoRASettings
 
-    return dataclasses.replace(LoRASettings.configured(LOCAL_BASE_MODEL), epochs=epochs, local_files_only=True)
+    return dataclasses.replace(LoRASettings.configured(base_model), epochs=epochs, local_files_only=True)
 
 
 @contextlib.contextmanager
-def local_student(folder: str | Path, settings: Any = None, *, logprobs: bool = False) -> Iterator[tuple[Any, str]]:
-    """The local student server (llama.cpp) and a LoRA provider that registers adapters with it.
+def local_student(
+    folder: str | Path, settings: Any = None, *, base_model: str = LOCAL_BASE_MODEL, logprobs: bool = False
+) -> Iterator[tuple[Any, str]]:
+    """The local student server (llama.cpp) on the packaged ``base_model`` and a LoRA provider that
+    registers adapters with it.
 
     Yields ``(provider, base_url)``: give the provider to :class:`Distiller` as
     ``fine_tuning_provider`` and the URL as ``distilled_base_url``. The server stops on exit;
@@ -72,12 +75,12 @@ def local_student(folder: str | Path, settings: Any = None, *, logprobs: bool = 
     """
     from distillkit.training.lora import LoRAFineTuningProvider
 
-    with _student_server(LOCAL_BASE_MODEL, logprobs=logprobs) as server:
+    with _student_server(base_model, logprobs=logprobs) as server:
         provider = LoRAFineTuningProvider(
             Path(folder) / "lora",
-            base_model=LOCAL_BASE_MODEL,
+            base_model=base_model,
             server=server.base_url,
-            settings=settings or local_settings(),
+            settings=settings or local_settings(base_model=base_model),
         )
         yield provider, server.base_url
 

@@ -260,7 +260,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
     # --- FineTuningProvider ---------------------------------------------------------------------
 
     def start(self, training_file: bytes, *, base_model: str, namespace: str, suffix: str | None = None) -> str:
-        base, init_adapter, system_prompt = self._resolve_base(base_model)
+        base, init_adapter, rendering = self._resolve_base(base_model)
         job_id = f"distillkit-{suffix or 'lora'}-{uuid.uuid4().hex[:12]}"
         folder = self.job_dir(job_id)
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -271,7 +271,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
             "namespace": namespace,
             "base_model": base,
             "init_adapter": init_adapter,
-            "system_prompt": system_prompt,
+            **rendering,
             "settings": asdict(self.settings),
             "created_at": time.time(),
         }
@@ -375,18 +375,21 @@ class LoRAFineTuningProvider(FineTuningProvider):
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _resolve_base(self, requested: str) -> tuple[str, str | None, str | None]:
-        """The base weights to load, the adapter to continue from (incremental training), and
-        the system prompt put first when an example has none (packaged models only)."""
+    def _resolve_base(self, requested: str) -> tuple[str, str | None, dict[str, str | None]]:
+        """The base weights to load, the adapter to continue from (incremental training), and how
+        examples are rendered (packaged models): the system prompt put first when an example has
+        none, and the chat template where the base model's file has none."""
         if _is_job_id(requested):
             previous = self.work_dir / requested
             spec = read_json(previous / SPEC)
             if spec is not None and (previous / ADAPTER / "adapter_config.json").is_file():
-                return str(spec["base_model"]), str(previous / ADAPTER), spec.get("system_prompt")
+                rendering = {key: spec.get(key) for key in ("system_prompt", "chat_template")}
+                return str(spec["base_model"]), str(previous / ADAPTER), rendering
         base = self.base_model or requested
         packaged = local_model(base)
         if packaged is not None:
-            return str(packaged.gguf), None, packaged.system_prompt
+            rendering = {"system_prompt": packaged.system_prompt, "chat_template": packaged.chat_template}
+            return str(packaged.gguf), None, rendering
         if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
             raise ConfigError(
                 f"LoRA training needs an open-weights base model, not {base!r}.",
@@ -395,7 +398,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
                 "(runs on a CPU, pip install 'distillkit[local]'), a local folder, a .gguf file or a hub id "
                 "such as Qwen/Qwen2.5-0.5B-Instruct.",
             )
-        return base, None, None
+        return base, None, {"system_prompt": None, "chat_template": None}
 
     def _alive(self, job_id: str) -> bool:
         """Whether the job's training process still runs (it holds the folder's lock until it ends)."""

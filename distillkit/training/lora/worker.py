@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from distillkit.training.lora.base_models import with_system_prompt
+from distillkit.training.lora.base_models import cache_dir, with_system_prompt
 from distillkit.training.lora.files import ADAPTER, DATA, METRICS, SPEC, STATUS, read_json, write_json
 
 IGNORE = -100  # label of tokens the loss skips
@@ -259,7 +259,7 @@ def train(job: Job) -> dict[str, Any]:
 
     job.report("running", phase="loading the base model")
     log(f"loading the base model {base} ({device}, {threads} threads)")
-    tokenizer, model = load_base(base, dtype, bool(settings.get("local_files_only")))
+    tokenizer, model = load_base(base, dtype, bool(settings.get("local_files_only")), job.spec.get("chat_template"))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError(f"the tokenizer of {base} has neither a pad nor an end-of-sequence token")
@@ -375,8 +375,9 @@ def train(job: Job) -> dict[str, Any]:
     }
 
 
-def load_base(base: str, dtype: Any, local: bool) -> tuple[Any, Any]:
-    """The tokenizer and model of ``base``.
+def load_base(base: str, dtype: Any, local: bool, chat_template: str | None = None) -> tuple[Any, Any]:
+    """The tokenizer and model of ``base``; ``chat_template`` replaces the tokenizer's (a base model's
+    file may have none: the packaged model supplies the one its server renders with).
 
     A ``.gguf`` base (a packaged model such as smollm2-135m) is dequantised once and kept as
     safetensors in ``DISTILLKIT_CACHE_DIR`` (default ``~/.cache/distillkit``): converting takes
@@ -385,20 +386,25 @@ def load_base(base: str, dtype: Any, local: bool) -> tuple[Any, Any]:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    def templated(tokenizer: Any) -> Any:
+        if chat_template:
+            tokenizer.chat_template = chat_template
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"the tokenizer of {base} has no chat template; use an instruct / chat model")
+        return tokenizer
+
     if not base.endswith(".gguf"):
-        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=local)
-        _check_template(tokenizer, base)
+        tokenizer = templated(AutoTokenizer.from_pretrained(base, local_files_only=local))
         return tokenizer, AutoModelForCausalLM.from_pretrained(base, dtype=dtype, local_files_only=local)
     gguf = Path(base)
     stat = gguf.stat()
-    root = Path(os.environ.get("DISTILLKIT_CACHE_DIR") or Path.home() / ".cache" / "distillkit") / "base"
+    root = cache_dir() / "base"
     cache = root / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
     if (cache / "config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(cache, local_files_only=True)
+        tokenizer = templated(AutoTokenizer.from_pretrained(cache, local_files_only=True))
         return tokenizer, AutoModelForCausalLM.from_pretrained(cache, dtype=dtype, local_files_only=True)
     where = {"gguf_file": gguf.name}
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, local_files_only=local, **where)
-    _check_template(tokenizer, base)
+    tokenizer = templated(AutoTokenizer.from_pretrained(gguf.parent, local_files_only=local, **where))
     model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, local_files_only=local, **where)
     # The weights are plain floats once dequantised; only the marker says "gguf", and it blocks saving.
     model.hf_quantizer = None
@@ -414,11 +420,6 @@ def load_base(base: str, dtype: Any, local: bool) -> tuple[Any, Any]:
         log(f"the base model's dequantised copy was not kept ({exc})")
         shutil.rmtree(partial, ignore_errors=True)
     return tokenizer, model
-
-
-def _check_template(tokenizer: Any, base: str) -> None:
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"the tokenizer of {base} has no chat template; use an instruct / chat model")
 
 
 def main(argv: Sequence[str]) -> int:
