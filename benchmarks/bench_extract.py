@@ -45,12 +45,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from _student import latency, training_cost
+
 import distillkit
 from distillkit import demo
 from distillkit.config import DistillConfig
 from distillkit.distiller import Distiller
 from distillkit.routing.acceptance import upper_bound
 from distillkit.testing.extraction import FIELDS, Extraction, fields_matching, messages, same_json
+from distillkit.training.lora.base_models import LOCAL_MODELS
 
 TEACHER = "gpt-4.1"
 NAMESPACE = "extract"
@@ -79,6 +82,12 @@ def parse() -> argparse.Namespace:
         "bench_stream's never-streamed intents; with some, the student learns to refuse them, and routes them rightly)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--base-model",
+        default=demo.LOCAL_BASE_MODEL,
+        choices=sorted(LOCAL_MODELS),
+        help=f"the packaged student ({demo.LOCAL_BASE_MODEL})",
+    )
     parser.add_argument("--logprobs", action="store_true", help="frontier with the student's token log-probabilities")
     parser.add_argument("--dump", help="write every test message's signals as JSON to this file")
     args = parser.parse_args()
@@ -142,13 +151,18 @@ def frontier(
         whose = f"no active student: the last round's rejected candidate {model}, nearest of every captured point"
     student = OpenAI(base_url=base_url, api_key="local", max_retries=0)
     rows: list[dict[str, Any]] = []
+    seconds: list[float] = []
+    lengths: list[int] = []
     for record in tests:
         vector = distiller.embedder.embed([record.text])[0]
         hits = distiller.store.search(vector, namespace=NAMESPACE, indexed=indexed, limit=1)
         request: dict[str, Any] = {"model": model, "messages": record.chat, "logprobs": logprobs}
+        asked = time.perf_counter()
         reply = student.chat.completions.create(
             **request, response_format=RESPONSE_FORMAT, max_tokens=MAX_TOKENS, temperature=0
         )
+        seconds.append(time.perf_counter() - asked)
+        lengths.append(reply.usage.completion_tokens if reply.usage else 0)
         choice = reply.choices[0]
         answer = (choice.message.content or "").strip()
         tokens = [t.logprob for t in (choice.logprobs.content or [])] if logprobs and choice.logprobs else []
@@ -204,6 +218,7 @@ def frontier(
         for name in _wrong_fields(r["answer"], record.answer)
     )
     lines.append("  fields the student got wrong: " + (", ".join(f"{k} {n}" for k, n in wrong.most_common()) or "none"))
+    lines.append(latency(seconds, lengths))
     return lines
 
 
@@ -238,9 +253,9 @@ def main() -> None:
         f"{len(tests)} test messages, {args.off_task:.0%} of the test and {args.train_off_task:.0%} of the training "
         "messages off-task; response_format json_object"
     )
-    settings = demo.local_settings(args.epochs)
+    settings = demo.local_settings(args.epochs, args.base_model)
     print(
-        f"student: {demo.LOCAL_BASE_MODEL} + LoRA (at most {args.epochs} epoch(s) per round, incremental, "
+        f"student: {args.base_model} + LoRA (at most {args.epochs} epoch(s) per round, incremental, "
         f"examples up to {settings.max_length} tokens), served by the local student server; a round every "
         f"{args.round_every} requests and at the end; answers capped at {MAX_TOKENS} tokens; library defaults "
         "for routing, the gate and the budget"
@@ -252,14 +267,14 @@ def main() -> None:
     with (
         Simulator(answer=teacher(stream + tests)) as sim,
         tempfile.TemporaryDirectory() as folder,
-        demo.local_student(folder, settings, logprobs=args.logprobs) as (provider, base_url),
+        demo.local_student(folder, settings, base_model=args.base_model, logprobs=args.logprobs) as (provider, url),
     ):
         config = DistillConfig(
             path=str(Path(folder) / "store"),
             namespace=NAMESPACE,
             min_examples=20,
-            base_model=demo.LOCAL_BASE_MODEL,
-            distilled_base_url=base_url,
+            base_model=args.base_model,
+            distilled_base_url=url,
         )
         distiller = Distiller(config, fine_tuning_provider=provider)
         client = distillkit.wrap(sim.client(), distiller)
@@ -296,7 +311,8 @@ def main() -> None:
                             else ""
                         )
                         + (f" ({r.reason})" if r.reason and r.status != "succeeded" else "")
-                        + f", {took:.0f} s",
+                        + f", {took:.0f} s"
+                        + training_cost(provider, r.job_id),
                         flush=True,
                     )
                     if r.status == "error":  # the figures would measure a broken setup, not the student
@@ -321,7 +337,7 @@ def main() -> None:
             walls["test"] = time.perf_counter() - t
             t = time.perf_counter()
             frontier_lines = frontier(
-                distiller, base_url, tests, candidate=candidate, logprobs=args.logprobs, dump=args.dump
+                distiller, url, tests, candidate=candidate, logprobs=args.logprobs, dump=args.dump
             )
             walls["frontier (every test message asked of the student)"] = time.perf_counter() - t
         finally:

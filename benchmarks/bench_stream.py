@@ -51,12 +51,14 @@ from pathlib import Path
 from typing import Any
 
 from _data import banking77
+from _student import latency, training_cost
 
 import distillkit
 from distillkit import demo
 from distillkit.config import DistillConfig
 from distillkit.distiller import Distiller
 from distillkit.routing.acceptance import upper_bound
+from distillkit.training.lora.base_models import LOCAL_MODELS
 
 TEACHER = "gpt-4.1"
 NAMESPACE = "banking"
@@ -73,6 +75,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--round-every", type=int, default=None, help="requests between rounds (700; --quick 96)")
     parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (2; --quick 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--base-model",
+        default=demo.LOCAL_BASE_MODEL,
+        choices=sorted(LOCAL_MODELS),
+        help=f"the packaged student ({demo.LOCAL_BASE_MODEL})",
+    )
     parser.add_argument("--logprobs", action="store_true", help="frontier with the student's token log-probabilities")
     parser.add_argument("--dump", help="write every test query's signals as JSON to this file")
     args = parser.parse_args()
@@ -167,12 +175,15 @@ def frontier(
     novelty = Novelty(**acceptance.novelty) if acceptance is not None and acceptance.novelty else None
     student = OpenAI(base_url=base_url, api_key="local", max_retries=0)
     rows: list[dict[str, Any]] = []
+    seconds: list[float] = []
+    lengths: list[int] = []
     for intent in streamed + unseen:
         for text in tests[intent]:
             messages = [{"role": "system", "content": demo.REAL_SYSTEM}, {"role": "user", "content": text}]
             vector = distiller.embedder.embed([text])[0]
             near = distiller.store.search(vector, namespace=NAMESPACE, indexed=True, limit=10, fields=("response",))
             hits = near[:5]
+            asked = time.perf_counter()
             reply = student.chat.completions.create(
                 model=active.model,
                 messages=messages,  # type: ignore[arg-type]
@@ -180,6 +191,8 @@ def frontier(
                 temperature=0,
                 logprobs=logprobs,
             )
+            seconds.append(time.perf_counter() - asked)
+            lengths.append(reply.usage.completion_tokens if reply.usage else 0)
             choice = reply.choices[0]
             answer = (choice.message.content or "").strip()
             mine = answer_key({"response": {"content": answer}})
@@ -232,6 +245,7 @@ def frontier(
             )
     right = sum(r["correct"] for r in rows if r["known"]) / n_known
     lines.append(f"  the student alone answers {right:.3f} of streamed intents' test queries as the teacher")
+    lines.append(latency(seconds, lengths))
     if acceptance is not None:
         lines.append(
             f"  the fitted acceptance: {acceptance.status} on {acceptance.labels} labels, signal {acceptance.signal}, "
@@ -264,7 +278,7 @@ def main() -> None:
         f"test: at most {args.test_per_intent} queries per intent"
     )
     print(
-        f"student: {demo.LOCAL_BASE_MODEL} + LoRA ({args.epochs} epoch(s) per round, incremental), served by the "
+        f"student: {args.base_model} + LoRA ({args.epochs} epoch(s) per round, incremental), served by the "
         f"local student server; a round every {args.round_every} requests and at the end; answers capped at "
         f"{demo.MAX_TOKENS} tokens; library defaults for routing, the promotion gate and the error budget"
     )
@@ -273,20 +287,21 @@ def main() -> None:
     def teacher(request: dict[str, Any]) -> Reply:
         return Reply(content=demo.short_answer(intent_of.get(request["messages"][-1]["content"], "other")))
 
+    settings = demo.local_settings(args.epochs, args.base_model)
     walls: dict[str, float] = {}
     rounds_out: list[str] = []
     t0 = time.perf_counter()
     with (
         Simulator(answer=teacher) as sim,
         tempfile.TemporaryDirectory() as folder,
-        demo.local_student(folder, demo.local_settings(args.epochs), logprobs=args.logprobs) as (provider, base_url),
+        demo.local_student(folder, settings, base_model=args.base_model, logprobs=args.logprobs) as (provider, url),
     ):
         config = DistillConfig(
             path=str(Path(folder) / "store"),
             namespace=NAMESPACE,
             min_examples=20,
-            base_model=demo.LOCAL_BASE_MODEL,
-            distilled_base_url=base_url,
+            base_model=args.base_model,
+            distilled_base_url=url,
         )
         distiller = Distiller(config, fine_tuning_provider=provider)
         client = distillkit.wrap(sim.client(), distiller)
@@ -323,6 +338,7 @@ def main() -> None:
                         )
                         + (f" ({r.reason})" if r.reason and r.status not in ("succeeded",) else "")
                         + f", {took:.0f} s"
+                        + training_cost(provider, r.job_id)
                     )
                     rounds_out.append(line)
                     print(line, flush=True)
@@ -350,9 +366,7 @@ def main() -> None:
             walls["test"] = time.perf_counter() - t
             test_saving = saved_share(distiller.stats(NAMESPACE)[NAMESPACE], before)
             t = time.perf_counter()
-            frontier_lines = frontier(
-                distiller, base_url, tests, streamed, unseen, logprobs=args.logprobs, dump=args.dump
-            )
+            frontier_lines = frontier(distiller, url, tests, streamed, unseen, logprobs=args.logprobs, dump=args.dump)
             walls["frontier (every test query asked of the student)"] = time.perf_counter() - t
         finally:
             distillkit.unwrap(client)
