@@ -218,6 +218,21 @@ class Trainer(JobKeeper):
         ]
         return sorted(entries, key=lambda r: float(r.get("finished_at") or 0.0))
 
+    @staticmethod
+    def _last_incremental_rejected(store: Store, ns: str) -> bool:
+        """Whether the namespace's newest gated round continued an adapter and was rejected: the
+        next round then trains from the base on every point, so a drift that several incremental
+        rounds piled up (or forgetting that replay did not prevent) is not carried on."""
+        ended = [
+            r
+            for r in store.list_records(HISTORY_KIND).values()
+            if r.get("namespace") == ns and r.get("outcome") in ("succeeded", "rejected")
+        ]
+        if not ended:
+            return False
+        newest = max(ended, key=lambda r: float(r.get("finished_at") or 0.0))
+        return newest.get("outcome") == "rejected" and newest.get("mode") == "incremental"
+
     def export(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
         """The training examples of every stored point (trained or not), as the dataset provider makes them.
 
@@ -287,7 +302,9 @@ class Trainer(JobKeeper):
 
     def _start(self, store: Store, ns: str) -> TrainingRound:
         config = self.config
-        incremental = config.training_mode == "incremental"
+        incremental = config.training_mode == "incremental" and not self._last_incremental_rejected(store, ns)
+        if config.training_mode == "incremental" and not incremental:
+            logger.info("distillkit: %s: the last incremental round was rejected; retraining from the base", ns)
         active = ModelRegistry.read(store, ns)
         base_model = active.model if incremental and active is not None else config.base_model
         # Read after taking the lease: a snapshot taken earlier could hold points that a job
@@ -333,7 +350,7 @@ class Trainer(JobKeeper):
             "point_ids": point_ids,
             "provider": provider.name,
             "base_model": base_model,
-            "mode": config.training_mode,
+            "mode": "incremental" if incremental else "full",
             "status": "starting",
             "started_at": time.time(),
             "examples": len(dataset.examples),

@@ -128,6 +128,35 @@ def test_an_active_model_stays_when_its_successor_is_rejected(sim: Simulator, st
     assert active is not None and active.model == first.model
 
 
+def test_after_a_rejected_incremental_round_the_next_retrains_from_the_base(sim: Simulator, store: EdgeStore) -> None:
+    trainer = gated(store, sim, [], training_mode="incremental")
+    add_points(store, 20)
+    [first] = trainer.tick()
+    sim.finish_jobs()
+    [first] = trainer.wait([first], timeout=10)
+    add_points(store, 20, start=20)
+    sim.student_wrong(model=None)
+    [second] = trainer.tick()
+    sim.finish_jobs()
+    [second] = trainer.wait([second], timeout=10)
+    assert first.status == "succeeded" and second.status == "rejected"
+    assert second.base_model == first.model  # it continued the active adapter
+
+    sim.student_right()
+    [third] = trainer.tick()
+    sim.finish_jobs()
+    [third] = trainer.wait([third], timeout=10)
+    assert third.status == "succeeded" and third.base_model == trainer.config.base_model  # from the base
+    assert third.examples == 40 - third.held_out  # on every point, not only the new ones
+    assert [entry["mode"] for entry in trainer.history("ns")] == ["incremental", "incremental", "full"]
+
+    add_points(store, 20, start=40)  # the rounds after it continue from it again
+    [fourth] = trainer.tick()
+    sim.finish_jobs()
+    [fourth] = trainer.wait([fourth], timeout=10)
+    assert fourth.status == "succeeded" and fourth.base_model == third.model
+
+
 def test_an_evaluation_that_fails_is_retried_then_rejected_never_activated(sim: Simulator, store: EdgeStore) -> None:
     trainer = gated(store, sim, [])
     add_points(store, 20)
