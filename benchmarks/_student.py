@@ -4,9 +4,23 @@ docs/training.md)."""
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 from typing import Any
+
+from distillkit import demo
+from distillkit.training.lora.base_models import LOCAL_MODELS
+
+
+def add_base_model(parser: argparse.ArgumentParser) -> None:
+    """``--base-model``: the packaged student the benchmark trains and serves."""
+    parser.add_argument(
+        "--base-model",
+        default=demo.LOCAL_BASE_MODEL,
+        choices=sorted(LOCAL_MODELS),
+        help=f"the packaged student ({demo.LOCAL_BASE_MODEL})",
+    )
 
 
 def training_cost(provider: Any, job_id: str | None) -> str:

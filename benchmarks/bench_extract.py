@@ -45,7 +45,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _student import latency, training_cost
+from _student import add_base_model, latency, training_cost
 
 import distillkit
 from distillkit import demo
@@ -53,7 +53,6 @@ from distillkit.config import DistillConfig
 from distillkit.distiller import Distiller
 from distillkit.routing.acceptance import upper_bound
 from distillkit.testing.extraction import FIELDS, Extraction, fields_matching, messages, same_json
-from distillkit.training.lora.base_models import LOCAL_MODELS
 
 TEACHER = "gpt-4.1"
 NAMESPACE = "extract"
@@ -82,12 +81,7 @@ def parse() -> argparse.Namespace:
         "bench_stream's never-streamed intents; with some, the student learns to refuse them, and routes them rightly)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--base-model",
-        default=demo.LOCAL_BASE_MODEL,
-        choices=sorted(LOCAL_MODELS),
-        help=f"the packaged student ({demo.LOCAL_BASE_MODEL})",
-    )
+    add_base_model(parser)
     parser.add_argument("--logprobs", action="store_true", help="frontier with the student's token log-probabilities")
     parser.add_argument("--dump", help="write every test message's signals as JSON to this file")
     args = parser.parse_args()

@@ -51,14 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from _data import banking77
-from _student import latency, training_cost
+from _student import add_base_model, latency, training_cost
 
 import distillkit
 from distillkit import demo
 from distillkit.config import DistillConfig
 from distillkit.distiller import Distiller
 from distillkit.routing.acceptance import upper_bound
-from distillkit.training.lora.base_models import LOCAL_MODELS
 
 TEACHER = "gpt-4.1"
 NAMESPACE = "banking"
@@ -75,12 +74,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--round-every", type=int, default=None, help="requests between rounds (700; --quick 96)")
     parser.add_argument("--epochs", type=int, default=None, help="LoRA epochs per round (2; --quick 3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--base-model",
-        default=demo.LOCAL_BASE_MODEL,
-        choices=sorted(LOCAL_MODELS),
-        help=f"the packaged student ({demo.LOCAL_BASE_MODEL})",
-    )
+    add_base_model(parser)
     parser.add_argument("--logprobs", action="store_true", help="frontier with the student's token log-probabilities")
     parser.add_argument("--dump", help="write every test query's signals as JSON to this file")
     args = parser.parse_args()

@@ -25,8 +25,6 @@ def greedy_under_grammar(llm: Any, kwargs: dict[str, Any]) -> int | None:
     """The token ``Llama.sample(**kwargs)`` would return, found cheaply, and accepted by the chain;
     None where the fast way does not apply (no grammar, sampling, penalties, logits processors) or
     the most likely token breaks the grammar: then the caller samples as usual."""
-    import llama_cpp
-
     chain = getattr(llm, "_sampler", None)
     if (
         kwargs.get("grammar") is None
@@ -38,6 +36,8 @@ def greedy_under_grammar(llm: Any, kwargs: dict[str, Any]) -> int | None:
         or kwargs.get("presence_penalty", 0.0) != 0.0
     ):
         return None
+    import llama_cpp  # here, past the checks every sampled token makes
+
     grammar = _grammar_sampler(llama_cpp, chain.sampler)
     if grammar is None:
         return None

@@ -218,20 +218,12 @@ class Trainer(JobKeeper):
         ]
         return sorted(entries, key=lambda r: float(r.get("finished_at") or 0.0))
 
-    @staticmethod
-    def _last_incremental_rejected(store: Store, ns: str) -> bool:
+    def _last_incremental_rejected(self, ns: str) -> bool:
         """Whether the namespace's newest gated round continued an adapter and was rejected: the
         next round then trains from the base on every point, so a drift that several incremental
         rounds piled up (or forgetting that replay did not prevent) is not carried on."""
-        ended = [
-            r
-            for r in store.list_records(HISTORY_KIND).values()
-            if r.get("namespace") == ns and r.get("outcome") in ("succeeded", "rejected")
-        ]
-        if not ended:
-            return False
-        newest = max(ended, key=lambda r: float(r.get("finished_at") or 0.0))
-        return newest.get("outcome") == "rejected" and newest.get("mode") == "incremental"
+        ended = [r for r in self.history(ns) if r.get("outcome") in ("succeeded", "rejected")]
+        return bool(ended) and ended[-1].get("outcome") == "rejected" and ended[-1].get("mode") == "incremental"
 
     def export(self, namespace: str | None = None) -> Iterator[dict[str, Any]]:
         """The training examples of every stored point (trained or not), as the dataset provider makes them.
@@ -302,7 +294,7 @@ class Trainer(JobKeeper):
 
     def _start(self, store: Store, ns: str) -> TrainingRound:
         config = self.config
-        incremental = config.training_mode == "incremental" and not self._last_incremental_rejected(store, ns)
+        incremental = config.training_mode == "incremental" and not self._last_incremental_rejected(ns)
         if config.training_mode == "incremental" and not incremental:
             logger.info("distillkit: %s: the last incremental round was rejected; retraining from the base", ns)
         active = ModelRegistry.read(store, ns)

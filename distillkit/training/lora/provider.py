@@ -63,6 +63,9 @@ __all__ = ["LoRAFineTuningProvider", "LoRASettings"]
 
 logger = logging.getLogger("distillkit")
 
+#: How a packaged model renders examples (:class:`LocalModel` fields), carried in the job spec to the
+#: worker and on to the rounds that continue its adapter.
+_RENDERING = ("system_prompt", "chat_template")
 #: Credentials the training process never needs, kept out of its environment (and so out of
 #: anything it, or a library it loads, might dump). A hub token (HF_TOKEN) stays: gated models need it.
 _SECRETS = frozenset({"OPENAI_API_KEY", ENV.DISTILLED_API_KEY, ENV.QDRANT_API_KEY})
@@ -383,12 +386,12 @@ class LoRAFineTuningProvider(FineTuningProvider):
             previous = self.work_dir / requested
             spec = read_json(previous / SPEC)
             if spec is not None and (previous / ADAPTER / "adapter_config.json").is_file():
-                rendering = {key: spec.get(key) for key in ("system_prompt", "chat_template")}
+                rendering = {key: spec.get(key) for key in _RENDERING}
                 return str(spec["base_model"]), str(previous / ADAPTER), rendering
         base = self.base_model or requested
         packaged = local_model(base)
         if packaged is not None:
-            rendering = {"system_prompt": packaged.system_prompt, "chat_template": packaged.chat_template}
+            rendering = {key: getattr(packaged, key) for key in _RENDERING}
             return str(packaged.gguf), None, rendering
         if base == DEFAULT_BASE_MODEL or base.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
             raise ConfigError(
@@ -398,7 +401,7 @@ class LoRAFineTuningProvider(FineTuningProvider):
                 "(runs on a CPU, pip install 'distillkit[local]'), a local folder, a .gguf file or a hub id "
                 "such as Qwen/Qwen2.5-0.5B-Instruct.",
             )
-        return base, None, {"system_prompt": None, "chat_template": None}
+        return base, None, dict.fromkeys(_RENDERING)
 
     def _alive(self, job_id: str) -> bool:
         """Whether the job's training process still runs (it holds the folder's lock until it ends)."""
